@@ -126,9 +126,13 @@ class ViTConfig(_Config):
         self._check_positive("hidden_size", "num_hidden_layers", "num_attention_heads", "image_size", "patch_size")
         self._check_divisible()
         if self.image_size % self.patch_size:
-            raise ValueError(f"ViTConfig.image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+            raise ValueError(
+                f"ViTConfig.image_size={self.image_size} is not a multiple of patch_size={self.patch_size}"
+            )
         if self.grid_size % self.window_size:
-            raise ValueError(f"ViTConfig: patch grid {self.grid_size} is not a multiple of window_size={self.window_size}")
+            raise ValueError(
+                f"ViTConfig: patch grid {self.grid_size} is not a multiple of window_size={self.window_size}"
+            )
         bad = [i for i in self.global_attn_indexes if not 0 <= i < self.num_hidden_layers]
         if bad:
             raise ValueError(f"ViTConfig.global_attn_indexes has layers out of range: {bad}")

@@ -31,14 +31,32 @@ TINY_VISION = {
 }
 _HEAD = {"hidden_size": 32, "num_attention_heads": 4, "intermediate_size": 64}
 
-TEXT_S0 = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
-           "max_position_embeddings": 16, "use_repmixer_blocks": True}
+TEXT_S0 = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 16,
+    "use_repmixer_blocks": True,
+}
 TEXT_S1 = {**TEXT_S0, "num_hidden_layers": 3, "use_repmixer_blocks": False}
-TEXT_L = {**TEXT_S1, "hidden_size": 96, "intermediate_size": 192, "num_attention_heads": 6,
-          "max_position_embeddings": 77}
-TEXT_CLIP = {"model_type": "clip_text_model", "hidden_size": 64, "intermediate_size": 128,
-             "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 32,
-             "projection_dim": 32, "hidden_act": "gelu"}
+TEXT_L = {
+    **TEXT_S1,
+    "hidden_size": 96,
+    "intermediate_size": 192,
+    "num_attention_heads": 6,
+    "max_position_embeddings": 77,
+}
+TEXT_CLIP = {
+    "model_type": "clip_text_model",
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 32,
+    "projection_dim": 32,
+    "hidden_act": "gelu",
+}
 TEXT_VARIANTS = {"s0": TEXT_S0, "s1": TEXT_S1, "l": TEXT_L, "sam3": TEXT_CLIP}
 
 

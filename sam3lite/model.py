@@ -1,0 +1,372 @@
+"""The assembled SAM3-LiteText detector.
+
+Data flow (shapes for the full-size config, one image, T text tokens, N boxes, Q = 200 queries):
+
+    pixel_values [B, 3, 1008, 1008] --VisionEncoder--> FPN levels [B, 256, 288²/144²/72²] + positions
+    input_ids [B, T] --text encoder--> [B, T, H] --text_projection--> prompt tokens [B, T, 256]
+    input_boxes [B, N, 4] --GeometryEncoder(72² level)--> box tokens [B, N + 1, 256]
+    prompt = concat(text tokens, box tokens) with concatenated validity masks
+    DetrEncoder(72² level, prompt) --> memory [B, 5184, 256]
+    DetrDecoder(memory, prompt) --> queries [B, Q, 256], boxes [B, Q, 4], presence [B, 1]
+    DotProductScoring(queries, prompt) --> logits [B, Q]
+    MaskDecoder(queries, FPN levels, memory, prompt) --> masks [B, Q, 288, 288], semantic [B, 1, 288, 288]
+
+The model receives its parts (or builds them from the config); module names equal checkpoint keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .clip_text import ClipTextEncoder
+from .config import ClipTextConfig, Sam3LiteTextConfig
+from .detr_decoder import DetrDecoder
+from .detr_encoder import DetrEncoder
+from .geometry import GeometryEncoder
+from .mask_decoder import MaskDecoder
+from .scoring import DotProductScoring
+from .text import MobileClipTextEncoder
+from .vision import VisionEncoder, VisionFeatures
+
+PAD_LABEL = -10  # box label of padding entries, as in the reference processor
+
+
+class _FieldAccess:
+    """Dict-style access on output dataclasses (``out["pred_masks"]``, ``out.get``, ``keys``), so code
+    written against transformers' ModelOutput keeps working."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+
+@dataclass
+class TextFeatures(_FieldAccess):
+    """Text encoder output, computed once and reusable across images.
+
+    pooler_output: [B, T, C] prompt tokens after ``text_projection`` (named as in transformers, whose
+        ``get_text_features`` stores the projected sequence there).
+    last_hidden_state: [B, T, H] text encoder output before the projection.
+    attention_mask: [B, T] 1 for real tokens, 0 for padding (None = all real).
+    """
+
+    pooler_output: torch.Tensor
+    last_hidden_state: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+
+
+@dataclass
+class Sam3LiteTextOutput(_FieldAccess):
+    """Detector output for B (image, prompt) pairs.
+
+    pred_masks: [B, Q, 4h, 4w] mask logits (288² for a 1008² image).
+    pred_boxes: [B, Q, 4] normalized xyxy boxes.
+    pred_logits: [B, Q] query-prompt match logits.
+    presence_logits: [B, 1] logit that the prompt is present in the image at all.
+    semantic_seg: [B, 1, 4h, 4w] semantic mask logits.
+    Final instance score = sigmoid(pred_logits) * sigmoid(presence_logits).
+    """
+
+    pred_masks: torch.Tensor
+    pred_boxes: torch.Tensor
+    pred_logits: torch.Tensor
+    presence_logits: torch.Tensor
+    semantic_seg: torch.Tensor
+
+
+def build_text_encoder(config: Sam3LiteTextConfig) -> nn.Module:
+    """MobileCLIP student for LiteText configs, the CLIP text tower for plain SAM3."""
+    if isinstance(config.text_config, ClipTextConfig):
+        return ClipTextEncoder(config.text_config)
+    return MobileClipTextEncoder(config.text_config)
+
+
+class Sam3LiteTextModel(nn.Module):
+    """SAM3-LiteText (or SAM3) detector: image + noun phrase and/or boxes -> instances.
+
+    ``Sam3LiteTextModel(config)`` builds every part with random weights; parts may also be passed in
+    (e.g. a distilled text encoder). Use ``sam3lite.load`` / ``from_pretrained`` for trained weights.
+    """
+
+    def __init__(
+        self,
+        config: Sam3LiteTextConfig | None = None,
+        *,
+        vision_encoder: nn.Module | None = None,
+        text_encoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        config = config or Sam3LiteTextConfig()
+        if isinstance(config, dict):
+            config = Sam3LiteTextConfig.from_dict(config)
+        self.config = config
+        width = config.detr_encoder_config.hidden_size
+        self.vision_encoder = vision_encoder or VisionEncoder(config.vision_config)
+        self.text_encoder = text_encoder or build_text_encoder(config)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, width)
+        self.geometry_encoder = GeometryEncoder(config.geometry_encoder_config)
+        self.detr_encoder = DetrEncoder(config.detr_encoder_config)
+        self.detr_decoder = DetrDecoder(config.detr_decoder_config)
+        self.mask_decoder = MaskDecoder(config.mask_decoder_config)
+        self.dot_product_scoring = DotProductScoring(config.detr_decoder_config)
+
+    # ------------------------------------------------------------------------------------------
+    # Properties and loading helpers
+    # ------------------------------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.text_projection.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.text_projection.weight.dtype
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        device_map: str | torch.device | None = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> Sam3LiteTextModel:
+        """Load a checkpoint (short name, hub id, local directory or original ``.pt``); see ``sam3lite.load``."""
+        from .checkpoint import load
+
+        return load(name_or_path, device=device_map, dtype=dtype)
+
+    def save_pretrained(self, directory: str | Path, max_shard_size: int | str = "5GB") -> None:
+        """Write ``config.json`` + safetensors in the HF layout (transformers' AutoModel loads it)."""
+        from .checkpoint import save_pretrained
+
+        save_pretrained(self, directory, max_shard_size=max_shard_size)
+
+    def reparameterize(self) -> Sam3LiteTextModel:
+        """Fold RepMixer branches into single depthwise convolutions (inference only; same outputs).
+
+        A folded model can no longer be saved in the checkpoint layout.
+        """
+        from .text import reparameterize_model
+
+        reparameterize_model(self.text_encoder)
+        return self
+
+    # ------------------------------------------------------------------------------------------
+    # Encoders, usable on their own
+    # ------------------------------------------------------------------------------------------
+
+    def get_vision_features(self, pixel_values: torch.Tensor) -> VisionFeatures:
+        """pixel_values [B, 3, S, S] (normalized) -> FPN features, computed once per image."""
+        _check_tensor("pixel_values", pixel_values, ndim=4, floating=True)
+        return self.vision_encoder(pixel_values.to(self.dtype))
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextFeatures:
+        """input_ids [B, T] -> prompt tokens [B, T, C] (``pooler_output``), computed once per prompt."""
+        _check_text(input_ids, attention_mask)
+        encoded = self.text_encoder(input_ids, attention_mask)
+        return TextFeatures(
+            pooler_output=self.text_projection(encoded.last_hidden_state),
+            last_hidden_state=encoded.last_hidden_state,
+            attention_mask=attention_mask,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Forward
+    # ------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        vision_embeds: VisionFeatures | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        text_embeds: TextFeatures | torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_boxes_labels: torch.Tensor | None = None,
+        original_sizes: torch.Tensor | None = None,
+    ) -> Sam3LiteTextOutput:
+        """Detect every instance matching the prompt.
+
+        Args:
+            pixel_values: [B, 3, S, S] normalized images; or ``vision_embeds`` from ``get_vision_features``.
+            input_ids / attention_mask: [B, T] tokenized prompts; or ``text_embeds`` from
+                ``get_text_features`` (or a [B, T, C] tensor of projected tokens with ``attention_mask``).
+            input_boxes: [B, N, 4] normalized (cx, cy, w, h) box prompts.
+            input_boxes_labels: [B, N] 1 positive, 0 negative, -10 padding (default: all positive).
+            original_sizes: accepted and ignored, so ``model(**processor_output)`` works.
+
+        An image batch of 1 is broadcast over a prompt batch of B (many prompts, one image) and a
+        prompt batch of 1 over B images.
+        """
+        if (pixel_values is None) == (vision_embeds is None):
+            raise ValueError("pass exactly one of pixel_values or vision_embeds")
+        if (input_ids is None) == (text_embeds is None):
+            raise ValueError("pass exactly one of input_ids or text_embeds")
+        vision = self.get_vision_features(pixel_values) if vision_embeds is None else vision_embeds
+        if text_embeds is None:
+            text_embeds = self.get_text_features(input_ids, attention_mask)
+        prompt, prompt_valid = self._text_prompt(text_embeds, attention_mask)
+        batch = _common_batch(vision.fpn_hidden_states[-1].shape[0], prompt.shape[0], input_boxes)
+        vision = _expand_vision(vision, batch)
+        prompt, prompt_valid = _expand(prompt, batch), _expand(prompt_valid, batch)
+        if input_boxes is not None and input_boxes.numel() > 0:
+            boxes, labels, valid = _check_boxes(input_boxes, input_boxes_labels, batch)
+            geo, geo_valid = self.geometry_encoder(
+                boxes,
+                labels,
+                valid,
+                vision.fpn_hidden_states[-1],
+                vision.fpn_position_encoding[-1],
+            )
+            prompt = torch.cat([prompt, geo], dim=1)
+            prompt_valid = torch.cat([prompt_valid, geo_valid], dim=1)
+        return self._heads(vision, prompt, prompt_valid)
+
+    def _text_prompt(
+        self, text_embeds: TextFeatures | torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected text tokens [B, T, C] and their validity mask [B, T] bool."""
+        if isinstance(text_embeds, torch.Tensor):
+            tokens = text_embeds
+        elif hasattr(text_embeds, "pooler_output"):
+            tokens = text_embeds.pooler_output
+            if attention_mask is None:
+                attention_mask = getattr(text_embeds, "attention_mask", None)
+        else:
+            raise ValueError(f"text_embeds must be TextFeatures or a tensor, got {type(text_embeds).__name__}")
+        width = self.config.detr_encoder_config.hidden_size
+        if tokens.ndim != 3 or tokens.shape[-1] != width:
+            raise ValueError(f"text_embeds must be [B, T, {width}] projected tokens, got {tuple(tokens.shape)}")
+        if attention_mask is None:
+            valid = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        else:
+            if tuple(attention_mask.shape) != tuple(tokens.shape[:2]):
+                raise ValueError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} does not match the text tokens "
+                    f"{tuple(tokens.shape[:2])}"
+                )
+            valid = attention_mask.bool()
+        return tokens.to(self.dtype), valid
+
+    def _heads(self, vision: VisionFeatures, prompt: torch.Tensor, prompt_valid: torch.Tensor) -> Sam3LiteTextOutput:
+        """DETR encoder/decoder, scoring and masks for prompt [B, S, C] against B images."""
+        encoded = self.detr_encoder(
+            vision.fpn_hidden_states[-1], vision.fpn_position_encoding[-1], prompt, prompt_valid
+        )
+        decoded = self.detr_decoder(
+            encoded.memory, encoded.memory_pos, encoded.prompt, prompt_valid, encoded.spatial_shape
+        )
+        logits = self.dot_product_scoring(decoded.queries, encoded.prompt, prompt_valid)
+        masks, semantic = self.mask_decoder(
+            decoded.queries, vision.fpn_hidden_states, encoded.memory, prompt, prompt_valid
+        )
+        return Sam3LiteTextOutput(
+            pred_masks=masks,
+            pred_boxes=decoded.boxes,
+            pred_logits=logits,
+            presence_logits=decoded.presence_logits,
+            semantic_seg=semantic,
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks and batch broadcasting
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_tensor(name: str, value: Any, ndim: int, floating: bool | None = None) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if value.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(value.shape)}")
+    if floating is True and not value.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got {value.dtype}")
+    if floating is False and value.is_floating_point():
+        raise ValueError(f"{name} must be an integer tensor, got {value.dtype}")
+
+
+def _check_text(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    _check_tensor("input_ids", input_ids, ndim=2, floating=False)
+    if attention_mask is not None:
+        _check_tensor("attention_mask", attention_mask, ndim=2)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} must equal input_ids shape "
+                f"{tuple(input_ids.shape)}"
+            )
+
+
+def _check_boxes(
+    boxes: torch.Tensor, labels: torch.Tensor | None, batch: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate box prompts; return (boxes [B, N, 4], labels [B, N] in {0, 1}, valid [B, N] bool)."""
+    _check_tensor("input_boxes", boxes, ndim=3, floating=True)
+    if boxes.shape[-1] != 4:
+        raise ValueError(f"input_boxes must be [B, N, 4] (cx, cy, w, h), got shape {tuple(boxes.shape)}")
+    if labels is None:
+        labels = torch.ones(boxes.shape[:2], dtype=torch.long, device=boxes.device)
+    _check_tensor("input_boxes_labels", labels, ndim=2)
+    if labels.shape != boxes.shape[:2]:
+        raise ValueError(
+            f"input_boxes_labels shape {tuple(labels.shape)} must match input_boxes {tuple(boxes.shape[:2])}"
+        )
+    labels = labels.long()
+    allowed = (labels == 1) | (labels == 0) | (labels == PAD_LABEL)
+    if not bool(allowed.all()):
+        raise ValueError(f"input_boxes_labels must be 1 (positive), 0 (negative) or {PAD_LABEL} (padding)")
+    valid = labels != PAD_LABEL
+    real = boxes[valid]
+    if not bool(torch.isfinite(real).all()):
+        raise ValueError("input_boxes contains NaN or infinite values")
+    if real.numel() and (bool((real < 0).any()) or bool((real > 1).any())):
+        raise ValueError(
+            "input_boxes must be normalized (cx, cy, w, h) in [0, 1]; got values in "
+            f"[{real.min().item():.4g}, {real.max().item():.4g}] (the processor converts pixel xyxy boxes)"
+        )
+    boxes, labels, valid = _expand(boxes, batch, "input_boxes"), _expand(labels, batch), _expand(valid, batch)
+    return boxes, torch.where(valid, labels, torch.zeros_like(labels)), valid
+
+
+def _common_batch(vision_batch: int, prompt_batch: int, boxes: torch.Tensor | None) -> int:
+    """The batch all inputs broadcast to; a batch of 1 broadcasts, any other mismatch is an error."""
+    sizes = {"images": vision_batch, "text prompts": prompt_batch}
+    if boxes is not None and boxes.ndim == 3 and boxes.numel() > 0:
+        sizes["input_boxes"] = boxes.shape[0]
+    batch = max(sizes.values())
+    bad = {k: v for k, v in sizes.items() if v not in (1, batch)}
+    if bad:
+        raise ValueError(f"batch sizes do not match and cannot broadcast: {sizes}")
+    return batch
+
+
+def _expand(x: torch.Tensor, batch: int, name: str = "tensor") -> torch.Tensor:
+    if x.shape[0] == batch:
+        return x
+    if x.shape[0] != 1:
+        raise ValueError(f"{name} has batch {x.shape[0]}, expected 1 or {batch}")
+    return x.expand(batch, *x.shape[1:])
+
+
+def _expand_vision(vision: VisionFeatures, batch: int) -> VisionFeatures:
+    if vision.fpn_hidden_states[-1].shape[0] == batch:
+        return vision
+    return VisionFeatures(
+        fpn_hidden_states=tuple(_expand(t, batch) for t in vision.fpn_hidden_states),
+        fpn_position_encoding=tuple(_expand(t, batch) for t in vision.fpn_position_encoding),
+        last_hidden_state=_expand(vision.last_hidden_state, batch),
+    )
