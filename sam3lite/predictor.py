@@ -1,0 +1,281 @@
+"""``Predictor``: encode an image once, answer many prompts against it.
+
+    predictor = Predictor(sam3lite.load("s0"))
+    predictor.set_image("photo.jpg")
+    ears, dogs = predictor.predict(text=["ear", "dog"])   # batched through the heads
+
+Text features are cached per prompt string (bounded LRU): short noun phrases repeat across images.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .images import ImageInput, load_image, preprocess_images
+from .model import Sam3LiteTextModel, TextFeatures
+from .postprocess import post_process_instance_segmentation
+from .processor import DEFAULT_TEXT, Processor, prepare_boxes
+from .rle import masks_to_rle
+from .vision import VisionFeatures
+
+Box = Sequence[float]
+
+
+@dataclass
+class PromptResult:
+    """Every instance found for one prompt.
+
+    masks: bool [N, H, W] at the original image size.
+    boxes: float32 [N, 4] xyxy in pixels.
+    scores: float32 [N] = sigmoid(logit) * sigmoid(presence), in decreasing query order of the model.
+    prompt: the text prompt ("visual" for boxes only).
+    """
+
+    prompt: str
+    masks: torch.Tensor
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    image_size: tuple[int, int] = field(default=(0, 0))
+
+    def __len__(self) -> int:
+        return int(self.scores.shape[0])
+
+    def to_rle(self) -> list[dict[str, Any]]:
+        """COCO compressed RLE per mask: ``{"size": [H, W], "counts": str}``."""
+        return masks_to_rle(self.masks)
+
+    def to_dict(self, kind: str = "numpy") -> dict[str, Any]:
+        """``{"prompt", "masks", "boxes", "scores"}`` as numpy arrays (``kind="numpy"``) or tensors."""
+        if kind not in ("numpy", "torch"):
+            raise ValueError(f"kind must be 'numpy' or 'torch', got {kind!r}")
+        arrays = {"masks": self.masks, "boxes": self.boxes, "scores": self.scores}
+        if kind == "numpy":
+            arrays = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
+        return {"prompt": self.prompt, **arrays}
+
+    def to_supervision(self) -> Any:
+        """A ``supervision.Detections`` (needs ``pip install supervision``)."""
+        try:
+            import supervision as sv
+        except ImportError as err:
+            raise ImportError("to_supervision() needs the 'supervision' package: pip install supervision") from err
+        n = len(self)
+        return sv.Detections(
+            xyxy=self.boxes.detach().cpu().numpy().astype(np.float32),
+            mask=self.masks.detach().cpu().numpy(),
+            confidence=self.scores.detach().cpu().numpy(),
+            class_id=np.zeros(n, dtype=int),
+            data={"class_name": np.array([self.prompt] * n)},
+        )
+
+
+class _LRU(OrderedDict):
+    """Bounded mapping: the least recently used entries go first."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def get_fresh(self, key: str) -> Any:
+        value = self.get(key)
+        if value is not None:
+            self.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        if self.capacity <= 0:
+            return
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class Predictor:
+    """Caches one image's features and answers text and/or box prompts against them.
+
+    Args:
+        model: a loaded ``Sam3LiteTextModel`` (its device and dtype are used).
+        processor: image/text/box preprocessing; default ``Processor`` sized to the model.
+        text_cache_size: number of prompts whose text features are kept (0 disables the cache).
+        prompt_batch_size: prompts run through the heads together; bounds memory (masks are
+            [prompts, queries, 288, 288] floats).
+    """
+
+    def __init__(
+        self,
+        model: Sam3LiteTextModel,
+        processor: Processor | None = None,
+        text_cache_size: int = 1024,
+        prompt_batch_size: int = 16,
+    ) -> None:
+        if prompt_batch_size < 1:
+            raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
+        self.model = model.eval()
+        self.processor = processor or Processor(image_size=model.config.image_size)
+        self.prompt_batch_size = prompt_batch_size
+        self._text_cache = _LRU(text_cache_size)
+        self._vision: VisionFeatures | None = None
+        self._image_size: tuple[int, int] | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # Image
+    # ------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def set_image(self, image: ImageInput) -> None:
+        """Encode one image (path, PIL, numpy HWC, torch CHW) and keep its features."""
+        if isinstance(image, (list, tuple)):
+            raise ValueError("set_image takes one image; call it once per image")
+        if isinstance(image, str) or hasattr(image, "__fspath__"):
+            image = load_image(image)
+        pixel_values, sizes = preprocess_images(image, self.processor.image_settings)
+        self.set_pixel_values(pixel_values, (int(sizes[0, 0]), int(sizes[0, 1])))
+
+    @torch.inference_mode()
+    def set_pixel_values(self, pixel_values: torch.Tensor, original_size: tuple[int, int]) -> None:
+        """Encode an already preprocessed image [1, 3, S, S] of original (height, width)."""
+        if pixel_values.ndim != 4 or pixel_values.shape[0] != 1:
+            raise ValueError(f"pixel_values must be [1, 3, S, S], got {tuple(pixel_values.shape)}")
+        pixels = pixel_values.to(device=self.model.device, dtype=self.model.dtype)
+        self._vision = self.model.get_vision_features(pixels)
+        self._image_size = original_size
+
+    def set_features(self, vision: VisionFeatures, original_size: tuple[int, int]) -> None:
+        """Use image features computed elsewhere (e.g. a batched image encoder pass)."""
+        self._vision = vision
+        self._image_size = original_size
+
+    def reset_image(self) -> None:
+        self._vision = None
+        self._image_size = None
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the current image."""
+        if self._image_size is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        return self._image_size
+
+    # ------------------------------------------------------------------------------------------
+    # Prompts
+    # ------------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        text: str | Sequence[str] | None = None,
+        boxes: Sequence[Box] | None = None,
+        box_labels: Sequence[int] | None = None,
+        threshold: float = 0.5,
+        mask_threshold: float = 0.5,
+    ) -> PromptResult | list[PromptResult]:
+        """Find every instance of each prompt in the current image.
+
+        Args:
+            text: one noun phrase, or a list of them (one result each, run batched).
+            boxes: exemplar boxes, pixel xyxy, shared by every text prompt; alone, they form one
+                prompt ("visual").
+            box_labels: 1 (positive, default) or 0 (negative) per box.
+            threshold: keep instances with score > threshold.
+            mask_threshold: binarize mask probabilities at this value.
+
+        Returns:
+            A ``PromptResult`` for a single prompt (``text`` a string or None), else a list in
+            the order of ``text``.
+        """
+        if self._vision is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        _check_unit("threshold", threshold)
+        _check_unit("mask_threshold", mask_threshold)
+        single = text is None or isinstance(text, str)
+        prompts = _prompt_list(text, boxes)
+        box_inputs = self._box_inputs(boxes, box_labels)
+        results: list[PromptResult] = []
+        for start in range(0, len(prompts), self.prompt_batch_size):
+            chunk = prompts[start : start + self.prompt_batch_size]
+            results.extend(self._predict_chunk(chunk, box_inputs, threshold, mask_threshold))
+        return results[0] if single else results
+
+    def _predict_chunk(
+        self,
+        prompts: list[str],
+        box_inputs: tuple[torch.Tensor, torch.Tensor] | None,
+        threshold: float,
+        mask_threshold: float,
+    ) -> list[PromptResult]:
+        text = self.text_features(prompts)
+        kwargs: dict[str, Any] = {}
+        if box_inputs is not None:
+            kwargs = {"input_boxes": box_inputs[0], "input_boxes_labels": box_inputs[1]}
+        outputs = self.model(vision_embeds=self._vision, text_embeds=text, **kwargs)
+        sizes = [self.image_size] * len(prompts)
+        processed = post_process_instance_segmentation(
+            outputs, threshold, mask_threshold, target_sizes=sizes, mask_dtype=torch.bool
+        )
+        return [
+            PromptResult(
+                prompt=prompt,
+                masks=item["masks"],
+                boxes=item["boxes"].float(),
+                scores=item["scores"].float(),
+                image_size=self.image_size,
+            )
+            for prompt, item in zip(prompts, processed, strict=True)
+        ]
+
+    def text_features(self, prompts: Sequence[str]) -> TextFeatures:
+        """Projected text features for ``prompts`` [P, T, C], from the cache where possible."""
+        fresh: dict[str, tuple[torch.Tensor, ...]] = {}
+        missing = [p for p in dict.fromkeys(prompts) if self._text_cache.get_fresh(p) is None]
+        if missing:
+            ids, mask = self.processor.tokenizer(missing)
+            device = self.model.device
+            feats = self.model.get_text_features(ids.to(device), mask.to(device))
+            for i, prompt in enumerate(missing):
+                fresh[prompt] = (feats.pooler_output[i], feats.last_hidden_state[i], feats.attention_mask[i])
+                self._text_cache.put(prompt, fresh[prompt])
+        entries = [fresh[p] if p in fresh else self._text_cache.get_fresh(p) for p in prompts]
+        pooled, hidden, mask = (torch.stack(parts) for parts in zip(*entries, strict=True))
+        return TextFeatures(pooler_output=pooled, last_hidden_state=hidden, attention_mask=mask)
+
+    def _box_inputs(
+        self, boxes: Sequence[Box] | None, labels: Sequence[int] | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Pixel xyxy boxes -> normalized cxcywh [1, K, 4] and labels [1, K] on the model device."""
+        if boxes is None:
+            if labels is not None:
+                raise ValueError("box_labels were given without boxes")
+            return None
+        sizes = torch.tensor([self.image_size])
+        labels_in = None if labels is None else [list(labels)]
+        norm_boxes, box_labels = prepare_boxes([list(boxes)], labels_in, sizes)
+        device = self.model.device
+        return norm_boxes.to(device), box_labels.to(device)
+
+
+def _prompt_list(text: str | Sequence[str] | None, boxes: Sequence[Box] | None) -> list[str]:
+    if text is None:
+        if boxes is None:
+            raise ValueError("predict needs text, boxes, or both")
+        return [DEFAULT_TEXT]
+    if isinstance(text, str):
+        text = [text]
+    prompts = list(text)
+    if not prompts:
+        raise ValueError("text is an empty list")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"text[{i}] must be a non-empty string, got {prompt!r}")
+    return prompts
+
+
+def _check_unit(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
