@@ -113,7 +113,7 @@ def result_to_instances(result: PromptResultLike, height: int, width: int) -> li
     out = []
     for rle, box, score in zip(rles, result.boxes.tolist(), result.scores.tolist(), strict=True):
         x0, y0, x1, y1 = box
-        bbox = [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)]
+        bbox = [round(x0, 2), round(y0, 2), round(max(x1 - x0, 0.0), 2), round(max(y1 - y0, 0.0), 2)]
         out.append({"segmentation": rle, "bbox": bbox, "score": float(score)})
     return out
 
