@@ -10,6 +10,7 @@ MB: per-L truncation and padding follow from the length histogram for any L with
 from __future__ import annotations
 
 import functools
+import itertools
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -57,8 +58,8 @@ def encode(prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """
     encodings = _backend().encode_batch_fast(prompts, add_special_tokens=False)
     rows = [e.ids for e in encodings]
-    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    ids = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(lengths.sum()))
+    lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
     return lengths, ids
 
 

@@ -64,7 +64,11 @@ def _finite(obj):
 
 
 def _pct(x: float, digits: int = 1) -> str:
-    return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}%"
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    if 0 < 100 * x < 10**-digits:  # a few prompts in a large corpus: show them rather than 0.0%
+        return f"{100 * x:.2g}%"
+    return f"{100 * x:.{digits}f}%"
 
 
 def _num(x: float, digits: int = 2) -> str:
@@ -244,8 +248,9 @@ def write_plots(report: dict, rank_freq: dict[str, np.ndarray], out: Path) -> li
     ax.save(out / "lengths.png")
     files.append("lengths.png")
 
+    separate = set(report.get("separate", []))
     charts = [
-        _length_chart(s, name, size=(300, 190), font_size=10)
+        _length_chart(s, f"{name} (separate)" if name in separate else name, size=(300, 190), font_size=10)
         for name, s in [*report["corpora"].items(), ("overall", report["overall"])]
     ]
     for c in charts:
