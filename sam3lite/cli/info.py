@@ -1,0 +1,120 @@
+"""``sam3lite info MODEL``: what a checkpoint holds: config summary, parameters per component, dtype.
+
+Parameters are counted on a model built on the ``meta`` device (shapes only, no memory), so buffers
+such as BatchNorm statistics are not counted; the dtype is that of the stored tensors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from typing import Any
+
+# Top-level modules of the detector, grouped as the paper reports them.
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "vision": ("vision_encoder",),
+    "text": ("text_encoder", "text_projection"),
+    "heads": ("geometry_encoder", "detr_encoder", "detr_decoder", "mask_decoder", "dot_product_scoring"),
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "info",
+        help="describe a model: config, parameters per component, dtype",
+        description="Summarize a checkpoint: config, parameters per component (vision, text, heads), dtype.",
+    )
+    parser.add_argument("model", metavar="MODEL", help="s0, s1, l, sam3, a hub id or a local checkpoint")
+    parser.add_argument("--json", action="store_true", help="print the summary as json")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import read_checkpoint, resolve
+
+    path = resolve(args.model)
+    config, state = read_checkpoint(path)
+    summary = describe(config, state)
+    summary["model"] = {"name": str(args.model), "path": str(path)}
+    print(json.dumps(summary, indent=2) if args.json else render(summary))
+    return 0
+
+
+def count_parameters(config: Any) -> dict[str, int]:
+    """Parameters per top-level module of the detector, without allocating any weights."""
+    import torch
+
+    from ..model import Sam3LiteTextModel
+
+    with torch.device("meta"):
+        model = Sam3LiteTextModel(config)
+    return {name: sum(p.numel() for p in module.parameters()) for name, module in model.named_children()}
+
+
+def describe(config: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """A json-ready summary of a config and its state dict."""
+    modules = count_parameters(config)
+    components = {group: {m: modules.get(m, 0) for m in names} for group, names in COMPONENTS.items()}
+    dtypes = Counter(str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point())
+    vit, text = config.vision_config.backbone_config, config.text_config
+    return {
+        "model_type": config.model_type,
+        "architecture": config.architecture,
+        "image_size": config.image_size,
+        "vision": {
+            "patch_size": vit.patch_size,
+            "layers": vit.num_hidden_layers,
+            "width": vit.hidden_size,
+            "heads": vit.num_attention_heads,
+            "window_size": vit.window_size,
+            "global_attention_layers": list(vit.global_attn_indexes),
+        },
+        "text": {
+            "encoder": "CLIP" if config.is_sam3 else "MobileCLIP",
+            "layers": text.num_hidden_layers,
+            "width": text.hidden_size,
+            "heads": text.num_attention_heads,
+            "context_length": text.max_position_embeddings,
+            "repmixer": bool(getattr(text, "use_repmixer_blocks", False)),
+        },
+        "heads": {
+            "width": config.detr_encoder_config.hidden_size,
+            "queries": config.detr_decoder_config.num_queries,
+        },
+        "parameters": {
+            **{group: sum(parts.values()) for group, parts in components.items()},
+            "total": sum(modules.values()),
+            "per_module": {m: n for parts in components.values() for m, n in parts.items()},
+        },
+        "dtype": dtypes.most_common(1)[0][0] if dtypes else "none",
+        "dtypes": dict(dtypes),
+    }
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:9.2f}M" if n >= 10_000 else f"{n:10d}"
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The human-readable summary."""
+    v, t, h, p = summary["vision"], summary["text"], summary["heads"], summary["parameters"]
+    text_kind = t["encoder"] + (" with RepMixer" if t["repmixer"] else "")
+    mixed = "" if len(summary["dtypes"]) <= 1 else f" (mixed: {summary['dtypes']})"
+    lines = [
+        f"model       {summary['model']['name']}  ({summary['model']['path']})",
+        f"type        {summary['model_type']} ({summary['architecture']})",
+        f"image       {summary['image_size']} px, patch {v['patch_size']}",
+        f"vision      ViT {v['layers']} layers x {v['width']}, {v['heads']} heads, window {v['window_size']}, "
+        f"global attention in layers {v['global_attention_layers']}",
+        f"text        {text_kind}: {t['layers']} layers x {t['width']}, {t['heads']} heads, "
+        f"context {t['context_length']}",
+        f"heads       width {h['width']}, {h['queries']} queries",
+        f"dtype       {summary['dtype']}{mixed}",
+        "parameters",
+    ]
+    for group, modules in COMPONENTS.items():
+        lines.append(f"  {group:<22}{_millions(p[group])}")
+        lines.extend(f"    {m:<20}{_millions(p['per_module'][m])}" for m in modules if len(modules) > 1)
+    lines.append(f"  {'total':<22}{_millions(p['total'])}")
+    return "\n".join(lines)

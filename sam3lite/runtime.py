@@ -1,0 +1,92 @@
+"""Run-time choices that depend on the machine: which device, which inference dtype.
+
+``--dtype auto`` means bfloat16 where the hardware runs it fast (CUDA compute capability 8.0+, x86
+CPUs with AMX or AVX512-BF16), else float32: on other hardware bfloat16 is emulated and slower.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+from .checkpoint import resolve_dtype
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+_CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """Feature flags of the first CPU in ``/proc/cpuinfo`` (empty where there is none, e.g. macOS)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has bfloat16 matrix instructions (AMX or AVX512-BF16) that oneDNN uses."""
+    flags = cpu_flags()
+    if flags:
+        return any(flag in flags for flag in _CPU_BF16_FLAGS)
+    # No /proc/cpuinfo: ask PyTorch's own probe (a private helper, hence the guard).
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    return bool(probe()) if probe is not None else False
+
+
+def fast_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 where ``device`` computes it fast, else float32."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float32
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    return torch.float32  # MPS and others: float32 is the safe choice
+
+
+def select_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``"auto"`` -> ``fast_dtype(device)``; any other name as ``sam3lite.load`` reads it."""
+    return fast_dtype(device) if name == "auto" else resolve_dtype(name)
+
+
+def local_rank() -> int:
+    """This process's rank on its machine (``LOCAL_RANK``, set by torchrun; 0 otherwise)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` -> ``cuda:LOCAL_RANK`` when CUDA is present, else MPS, else CPU; ``cuda`` -> ``cuda:LOCAL_RANK``.
+
+    One process per GPU: torchrun starts one rank per GPU and each takes the GPU of its local rank.
+
+    Raises:
+        ValueError: an unknown name, or a device that this machine does not have.
+    """
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        else:
+            return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+        count = torch.cuda.device_count()
+        rank = local_rank()
+        if rank >= count:
+            raise ValueError(f"local rank {rank} has no GPU: this machine has {count}; start at most {count} ranks")
+        return torch.device("cuda", rank)
+    if name == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise ValueError("--device mps: MPS is not available on this machine")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")

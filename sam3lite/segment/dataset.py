@@ -1,0 +1,126 @@
+"""COCO dataset files as input, and the prompts of a run.
+
+A COCO dataset json (``instances_val2017.json``, an LVIS file, or any file with an ``images`` list)
+gives the images (``file_name`` under ``--image-root``, default the json's folder) with their own
+``id`` as ``image_id``, and its ``categories`` can be the prompts: then ``category_id`` in
+``results.json`` is the dataset's, and the results evaluate directly against the dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .inputs import ImageItem, Inputs, name_images
+
+VISUAL_PROMPT = "visual"  # the text the model pairs with box-only prompts
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """What every image is asked.
+
+    texts: one noun phrase per category ("visual" when only boxes are given).
+    category_ids: the COCO ``category_id`` of each text.
+    boxes: exemplar boxes (pixel xyxy) shared by every text, or None.
+    box_labels: 1 positive / 0 negative per box, or None.
+    """
+
+    texts: list[str]
+    category_ids: list[int]
+    boxes: list[list[float]] | None = None
+    box_labels: list[int] | None = None
+
+    def category_of(self) -> dict[str, int]:
+        return dict(zip(self.texts, self.category_ids, strict=True))
+
+
+def coco_dataset(json_path: str, image_root: str | None = None) -> Inputs:
+    """Images (and categories) of a COCO-style dataset json."""
+    try:
+        with open(json_path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as err:
+        raise ValueError(f"dataset file not found: {json_path}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read dataset {json_path}: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{json_path} is not a COCO dataset json (no 'images' list)")
+    root = image_root if image_root is not None else (os.path.dirname(json_path) or ".")
+    ids: dict[str, int] = {}
+    for k, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or "file_name" not in image or "id" not in image:
+            raise ValueError(f"{json_path}: images[{k}] needs 'id' and 'file_name'")
+        ids[os.path.join(root, str(image["file_name"]))] = int(image["id"])
+    named = name_images((path, root) for path in ids)
+    items = [ImageItem(path=path, name=name, image_id=ids[path]) for path, name in named]
+    categories = [(int(c["id"]), str(c["name"])) for c in data.get("categories", []) if "id" in c and "name" in c]
+    problems = [] if items else [f"{json_path}: the dataset lists no images"]
+    return Inputs(items=items, problems=problems, categories=categories or None)
+
+
+def read_prompts_file(path: str) -> list[str]:
+    """Prompts listed one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [line.strip() for line in fh]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read prompts file {path}: {err}") from err
+    prompts = [line for line in lines if line and not line.startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompts file {path} lists no prompts")
+    return prompts
+
+
+def parse_box(text: str) -> tuple[list[float], int]:
+    """``"x1,y1,x2,y2"`` or ``"x1,y1,x2,y2,neg"`` (or ``pos``) -> (pixel xyxy box, label 1 or 0)."""
+    fields = [f.strip() for f in text.split(",")]
+    hint = "expected x1,y1,x2,y2 or x1,y1,x2,y2,neg (pixels, x2 > x1, y2 > y1)"
+    if len(fields) not in (4, 5):
+        raise ValueError(f"malformed --box {text!r}: {hint}")
+    label = 1
+    if len(fields) == 5:
+        if fields[4].lower() not in ("neg", "pos"):
+            raise ValueError(f"malformed --box {text!r}: the fifth field must be 'neg' or 'pos'")
+        label = 0 if fields[4].lower() == "neg" else 1
+    try:
+        box = [float(v) for v in fields[:4]]
+    except ValueError:
+        raise ValueError(f"malformed --box {text!r}: {hint}") from None
+    if not all(math.isfinite(v) for v in box) or not (box[2] > box[0] and box[3] > box[1]):
+        raise ValueError(f"malformed --box {text!r}: {hint}")
+    return box, label
+
+
+def build_prompts(
+    texts: Sequence[str],
+    prompts_file: str | None,
+    boxes: Sequence[str],
+    categories: Sequence[tuple[int, str]] | None,
+) -> Prompts:
+    """The run's prompts: ``--prompt`` and ``--prompts-file`` texts (category ids 1, 2, ... in that
+    order), else a dataset's category names (its ids; ``_`` read as a space, as in LVIS names), else
+    "visual" when only ``--box`` is given."""
+    given = list(texts) + (read_prompts_file(prompts_file) if prompts_file else [])
+    for text in given:
+        if not text.strip():
+            raise ValueError("empty prompt: every --prompt needs a noun phrase, e.g. --prompt cat")
+    parsed = [parse_box(b) for b in boxes]
+    box_list = [b for b, _ in parsed] or None
+    labels = [lab for _, lab in parsed] or None
+    if given:
+        duplicates = sorted({t for t in given if given.count(t) > 1})
+        if duplicates:
+            raise ValueError(f"prompt {duplicates[0]!r} is given more than once")
+        return Prompts(given, list(range(1, len(given) + 1)), box_list, labels)
+    if categories:
+        names = [name.replace("_", " ").strip() for _, name in categories]
+        if len(set(names)) != len(names) or not all(names):
+            raise ValueError("the dataset's category names are empty or repeat; pass prompts with --prompt")
+        return Prompts(names, [cid for cid, _ in categories], box_list, labels)
+    if box_list:
+        return Prompts([VISUAL_PROMPT], [1], box_list, labels)
+    raise ValueError("nothing to look for: give --prompt TEXT (or --prompts-file, or --box)")

@@ -1,0 +1,302 @@
+"""``sam3lite segment``: label images with every instance of each prompt, on one or many ranks.
+
+Order of work, the same on every rank:
+
+1. check the arguments and list the images (cheap, before anything is loaded, so mistakes fail fast);
+2. load the model, compute the text features of all prompts once;
+3. join the other ranks; rank 0 prepares the output folder and decides which images are done;
+4. process this rank's shard of the pending images: DataLoader workers decode ahead, a batch of images
+   goes through the image encoder at once, all prompts of an image go through the heads together;
+5. rank 0 waits for all ranks, merges ``results.json`` / ``images.json`` and writes ``summary.json``.
+
+Exit code: 0 when every image has its outputs, 1 when some image or argument failed (named on
+stderr and in ``errors.jsonl``), 2 for a usage error (raised as ``ValueError`` before any work).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from ..predictor import Predictor
+from ..vision import VisionFeatures
+from . import distributed
+from .coco import merge
+from .data import Batch, ImageDataset, Sample, default_workers, make_loader
+from .dataset import Prompts, build_prompts
+from .distributed import ProgressCounter, Ranks
+from .inputs import ImageItem, Inputs, discover, shard
+from .overlay import draw_overlay
+from .summary import RankStats, summarize, summary_line
+from .writer import (
+    ErrorLog,
+    atomic_write_json,
+    done_mask,
+    image_record,
+    output_paths,
+    remove_stale_temporaries,
+    write_image_outputs,
+)
+
+PREFIX = "sam3lite segment"
+
+
+@dataclass
+class SegmentOptions:
+    """Everything ``sam3lite segment`` was asked to do (see the CLI help for each option)."""
+
+    inputs: list[str]
+    out: Path
+    prompts: list[str] = field(default_factory=list)
+    prompts_file: str | None = None
+    boxes: list[str] = field(default_factory=list)
+    model: str = "s0"
+    threshold: float = 0.5
+    mask_threshold: float = 0.5
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int | None = None
+    workers: int | None = None
+    prompt_batch_size: int = 16
+    overwrite: bool = False
+    overlay: bool = True
+    image_root: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class _Run:
+    """What the processing loop needs, built once."""
+
+    options: SegmentOptions
+    ranks: Ranks
+    inputs: Inputs
+    prompts: Prompts
+    predictor: Predictor
+    errors: ErrorLog
+
+
+def run(options: SegmentOptions) -> int:
+    """Run the whole command; returns the exit code (usage errors raise ``ValueError``)."""
+    started = time.perf_counter()
+    ranks = distributed.from_environment()
+    _check_options(options)
+    inputs = discover(options.inputs, options.out, options.image_root)
+    prompts = build_prompts(options.prompts, options.prompts_file, options.boxes, inputs.categories)
+    _check_inputs_stay_untouched(options, inputs.items)
+    if not inputs.items:
+        if ranks.main:
+            _report_problems(inputs.problems)
+        return 1
+    predictor, run_info = _load(options, prompts)
+    work = _Run(options, ranks, inputs, prompts, predictor, ErrorLog(options.out / "errors.jsonl"))
+    distributed.start(ranks)
+    try:
+        mask = distributed.share_done_mask(ranks, _prepare_output(work) if ranks.main else None)
+        stats = _process(work, mask)
+        everyone = distributed.gather(ranks, stats)
+        if not ranks.main:
+            return 0  # rank 0 reports for the whole run and carries its exit code
+        return _finish(work, everyone, time.perf_counter() - started, run_info)
+    finally:
+        distributed.stop(ranks)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checks and set-up
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_options(options: SegmentOptions) -> None:
+    for name in ("threshold", "mask_threshold"):
+        value = getattr(options, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {value}")
+    for name in ("batch_size", "prompt_batch_size"):
+        value = getattr(options, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if options.workers is not None and options.workers < 0:
+        raise ValueError(f"--workers must be 0 or more, got {options.workers}")
+    if options.out.exists() and not options.out.is_dir():
+        raise ValueError(f"--out {options.out} exists and is not a folder")
+
+
+def _check_inputs_stay_untouched(options: SegmentOptions, items: list[ImageItem]) -> None:
+    """Refuse a run whose outputs would land on one of its input images (e.g. --out inside the input
+    folder with a file named like an output)."""
+    inputs = {os.path.abspath(item.path) for item in items}
+    for path in output_paths(options.out, items, options.overlay):
+        if os.path.abspath(path) in inputs:
+            raise ValueError(f"output {path} would overwrite an input image; choose another --out folder")
+
+
+def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor, dict[str, Any]]:
+    """Model on this rank's device, folded for inference; text features computed once, here."""
+    from ..checkpoint import load
+    from ..runtime import select_device, select_dtype
+
+    device = select_device(options.device)
+    dtype = select_dtype(options.dtype, device)
+    model = load(options.model, device=device, dtype=dtype).reparameterize()
+    # Cache every prompt: a dataset with more categories than the default cache would re-encode all
+    # of them for every image.
+    predictor = Predictor(
+        model, text_cache_size=max(1024, len(prompts.texts)), prompt_batch_size=options.prompt_batch_size
+    )
+    predictor.text_features(prompts.texts)
+    info = {"model": str(options.model), "device": str(device), "dtype": str(dtype).removeprefix("torch.")}
+    return predictor, info
+
+
+def _prepare_output(work: _Run) -> list[bool]:
+    """Rank 0, before anyone writes: create the folder, clear leftovers, decide what is done."""
+    out = work.options.out
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    work.errors.reset()
+    _report_problems(work.inputs.problems)
+    if work.options.overwrite:
+        return [False] * len(work.inputs.items)
+    return done_mask(out, work.inputs.items, work.options.overlay)
+
+
+def _report_problems(problems: list[str]) -> None:
+    for problem in problems:
+        print(f"{PREFIX}: {problem}", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------
+# Processing this rank's shard
+# ----------------------------------------------------------------------------------------------
+
+
+def _process(work: _Run, mask: list[bool]) -> RankStats:
+    ranks, options = work.ranks, work.options
+    pending = [i for i, done in enumerate(mask) if not done]
+    finished = [i for i, done in enumerate(mask) if done]
+    mine = [work.inputs.items[i] for i in shard(pending, ranks.rank, ranks.world_size)]
+    stats = RankStats(ranks.rank, skipped=len(shard(finished, ranks.rank, ranks.world_size)))
+    device = work.predictor.model.device
+    batch_size = options.batch_size or (8 if device.type == "cuda" else 1)
+    workers = default_workers() if options.workers is None else options.workers
+    dataset = ImageDataset(mine, work.predictor.processor.image_settings, keep_rgb=options.overlay)
+    loader = make_loader(dataset, batch_size, workers, pin_memory=device.type == "cuda")
+    counter = ProgressCounter(ranks)
+    bar = tqdm(
+        total=len(mine),
+        desc=f"rank {ranks.rank}" if ranks.world_size > 1 else "segment",
+        unit="img",
+        position=ranks.local_rank,
+        disable=not options.progress or len(work.inputs.items) <= 1 or not mine,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    start = time.perf_counter()
+    with bar:
+        for batch in loader:
+            _process_batch(work, batch, dataset.items, stats, bar)
+            overall = counter.add(len(batch.samples))
+            if ranks.world_size > 1 and ranks.main:
+                bar.set_postfix_str(f"all ranks {overall}/{len(pending)}", refresh=False)
+            bar.update(len(batch.samples))
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def _process_batch(work: _Run, batch: Batch, items: list[ImageItem], stats: RankStats, bar: tqdm) -> None:
+    for sample in batch.samples:
+        if sample.error is not None:
+            _fail(work, items[sample.position], sample.error, stats, bar)
+    good = batch.ok
+    if not good:
+        return
+    try:
+        vision = _encode(work.predictor, batch.pixel_values)
+    except Exception as err:  # e.g. out of memory: this batch fails, the run goes on
+        for sample in good:
+            _fail(work, items[sample.position], f"image encoder: {type(err).__name__}: {err}", stats, bar)
+        return
+    for j, sample in enumerate(good):
+        item = items[sample.position]
+        try:
+            stats.detections += _segment_one(work, item, sample, _take(vision, j))
+            stats.done += 1
+        except Exception as err:
+            _fail(work, item, f"{type(err).__name__}: {err}", stats, bar)
+
+
+@torch.inference_mode()
+def _encode(predictor: Predictor, pixel_values: torch.Tensor) -> VisionFeatures:
+    """One image-encoder pass over the whole batch."""
+    model = predictor.model
+    return model.get_vision_features(pixel_values.to(model.device, non_blocking=True))
+
+
+def _take(vision: VisionFeatures, i: int) -> VisionFeatures:
+    """Image ``i`` of a batch of features, as a batch of one (views, no copies)."""
+    return VisionFeatures(
+        fpn_hidden_states=tuple(t[i : i + 1] for t in vision.fpn_hidden_states),
+        fpn_position_encoding=tuple(t[i : i + 1] for t in vision.fpn_position_encoding),
+        last_hidden_state=vision.last_hidden_state[i : i + 1],
+    )
+
+
+def _segment_one(work: _Run, item: ImageItem, sample: Sample, vision: VisionFeatures) -> int:
+    """All prompts on one image, outputs written; returns the number of detections."""
+    options, prompts, predictor = work.options, work.prompts, work.predictor
+    predictor.set_features(vision, sample.size)
+    results = predictor.predict(
+        text=prompts.texts,
+        boxes=prompts.boxes,
+        box_labels=prompts.box_labels,
+        threshold=options.threshold,
+        mask_threshold=options.mask_threshold,
+    )
+    record = image_record(item, sample.size, results, prompts)
+    overlay = draw_overlay(sample.rgb.numpy(), results) if options.overlay and sample.rgb is not None else None
+    write_image_outputs(options.out, item, record, overlay)
+    return len(record["detections"])
+
+
+def _fail(work: _Run, item: ImageItem, message: str, stats: RankStats, bar: tqdm) -> None:
+    stats.failed += 1
+    bar.write(f"{PREFIX}: failed: {item.path}: {message}", file=sys.stderr)
+    work.errors.append(
+        {"image": item.path, "name": item.name, "image_id": item.image_id, "error": message, "rank": stats.rank}
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# The end (rank 0)
+# ----------------------------------------------------------------------------------------------
+
+
+def _finish(work: _Run, stats: list[RankStats], wall_seconds: float, run_info: dict[str, Any]) -> int:
+    options = work.options
+    report = merge(options.out, work.inputs.items, work.prompts)
+    info = {**run_info, "prompts": work.prompts.texts, "threshold": options.threshold}
+    summary = summarize(stats, report, len(work.inputs.items), wall_seconds, info)
+    atomic_write_json(options.out / "summary.json", summary)
+    failed = summary["failed"]
+    lost = len(report.missing) - failed  # no output and no error this run: a rank's folder not shared?
+    if lost > 0:
+        print(f"{PREFIX}: {lost} image(s) have no output (is --out on a file system all ranks share?)", file=sys.stderr)
+    for path in report.unreadable:
+        print(f"{PREFIX}: unreadable output {path}; delete it and rerun", file=sys.stderr)
+    if report.stale_detections:
+        print(
+            f"{PREFIX}: {report.stale_detections} detection(s) in earlier outputs are for prompts not asked now "
+            "and were left out of results.json; rerun with --overwrite to redo those images",
+            file=sys.stderr,
+        )
+    print(f"{PREFIX}: {summary_line(summary, str(options.out))}")
+    problems = failed or work.inputs.problems or report.unreadable or lost > 0
+    return 1 if problems else 0
