@@ -221,21 +221,70 @@ class Sam3LiteTextModel(nn.Module):
         if text_embeds is None:
             text_embeds = self.get_text_features(input_ids, attention_mask)
         prompt, prompt_valid = self._text_prompt(text_embeds, attention_mask)
-        batch = _common_batch(vision.fpn_hidden_states[-1].shape[0], prompt.shape[0], input_boxes)
-        vision = _expand_vision(vision, batch)
-        prompt, prompt_valid = _expand(prompt, batch), _expand(prompt_valid, batch)
-        if input_boxes is not None and input_boxes.numel() > 0:
-            boxes, labels, valid = _check_boxes(input_boxes, input_boxes_labels, batch)
-            geo, geo_valid = self.geometry_encoder(
-                boxes,
-                labels,
-                valid,
-                vision.fpn_hidden_states[-1],
-                vision.fpn_position_encoding[-1],
+        prompt, prompt_valid = self._full_prompt(vision, prompt, prompt_valid, input_boxes, input_boxes_labels)
+        stage = self._detect(vision, prompt, prompt_valid)
+        masks, semantic = self.mask_decoder(stage.queries, vision.fpn_hidden_states, stage.memory, prompt, prompt_valid)
+        return Sam3LiteTextOutput(
+            pred_masks=masks,
+            pred_boxes=stage.boxes,
+            pred_logits=stage.logits,
+            presence_logits=stage.presence_logits,
+            semantic_seg=semantic,
+        )
+
+    @torch.inference_mode()
+    def detect(
+        self,
+        vision_embeds: VisionFeatures,
+        text_embeds: TextFeatures | torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        input_boxes: torch.Tensor | None = None,
+        input_boxes_labels: torch.Tensor | None = None,
+        threshold: float = 0.5,
+    ) -> list[Detections]:
+        """Inference shortcut: like ``forward``, but the mask head runs only for kept queries.
+
+        Returns one ``Detections`` per prompt with the queries whose score
+        sigmoid(logit) * sigmoid(presence) > ``threshold``. Masks are the same logits ``forward``
+        gives for those queries; the 288² mask products of the other queries are never computed.
+        """
+        prompt, prompt_valid = self._text_prompt(text_embeds, attention_mask)
+        prompt, prompt_valid = self._full_prompt(vision_embeds, prompt, prompt_valid, input_boxes, input_boxes_labels)
+        stage = self._detect(vision_embeds, prompt, prompt_valid)
+        scores = stage.logits.float().sigmoid() * stage.presence_logits.float().sigmoid()
+        results = []
+        for i in range(scores.shape[0]):
+            keep = (scores[i] > threshold).nonzero().squeeze(1)
+            features = [f[i : i + 1] if f.shape[0] > 1 else f for f in vision_embeds.fpn_hidden_states]
+            masks, _ = self.mask_decoder(
+                stage.queries[i : i + 1, keep],
+                features,
+                stage.memory[i : i + 1],
+                prompt[i : i + 1],
+                prompt_valid[i : i + 1],
             )
-            prompt = torch.cat([prompt, geo], dim=1)
-            prompt_valid = torch.cat([prompt_valid, geo_valid], dim=1)
-        return self._heads(vision, prompt, prompt_valid)
+            results.append(Detections(scores=scores[i, keep], boxes=stage.boxes[i, keep], mask_logits=masks[0]))
+        return results
+
+    def _full_prompt(
+        self,
+        vision: VisionFeatures,
+        prompt: torch.Tensor,
+        prompt_valid: torch.Tensor,
+        input_boxes: torch.Tensor | None,
+        input_boxes_labels: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text tokens plus encoded box tokens, broadcast to the common batch: [B, S, C], [B, S]."""
+        batch = _common_batch(vision.fpn_hidden_states[-1].shape[0], prompt.shape[0], input_boxes)
+        prompt, prompt_valid = _expand(prompt, batch), _expand(prompt_valid, batch)
+        if input_boxes is None or input_boxes.numel() == 0:
+            return prompt, prompt_valid
+        boxes, labels, valid = _check_boxes(input_boxes, input_boxes_labels, batch)
+        # A batch-1 image is broadcast inside the geometry encoder, without copies.
+        geo, geo_valid = self.geometry_encoder(
+            boxes, labels, valid, vision.fpn_hidden_states[-1], vision.fpn_position_encoding[-1]
+        )
+        return torch.cat([prompt, geo], dim=1), torch.cat([prompt_valid, geo_valid], dim=1)
 
     def _text_prompt(
         self, text_embeds: TextFeatures | torch.Tensor, attention_mask: torch.Tensor | None
@@ -263,25 +312,42 @@ class Sam3LiteTextModel(nn.Module):
             valid = attention_mask.bool()
         return tokens.to(self.dtype), valid
 
-    def _heads(self, vision: VisionFeatures, prompt: torch.Tensor, prompt_valid: torch.Tensor) -> Sam3LiteTextOutput:
-        """DETR encoder/decoder, scoring and masks for prompt [B, S, C] against B images."""
+    def _detect(self, vision: VisionFeatures, prompt: torch.Tensor, prompt_valid: torch.Tensor) -> _DetectorStage:
+        """DETR encoder, decoder and scoring for prompt [B, S, C] against 1 or B images."""
         encoded = self.detr_encoder(
             vision.fpn_hidden_states[-1], vision.fpn_position_encoding[-1], prompt, prompt_valid
         )
         decoded = self.detr_decoder(
             encoded.memory, encoded.memory_pos, encoded.prompt, prompt_valid, encoded.spatial_shape
         )
-        logits = self.dot_product_scoring(decoded.queries, encoded.prompt, prompt_valid)
-        masks, semantic = self.mask_decoder(
-            decoded.queries, vision.fpn_hidden_states, encoded.memory, prompt, prompt_valid
-        )
-        return Sam3LiteTextOutput(
-            pred_masks=masks,
-            pred_boxes=decoded.boxes,
-            pred_logits=logits,
+        return _DetectorStage(
+            memory=encoded.memory,
+            queries=decoded.queries,
+            boxes=decoded.boxes,
             presence_logits=decoded.presence_logits,
-            semantic_seg=semantic,
+            logits=self.dot_product_scoring(decoded.queries, encoded.prompt, prompt_valid),
         )
+
+
+@dataclass
+class _DetectorStage:
+    """Everything before the mask head: memory [B, hw, C], queries [B, Q, C], boxes [B, Q, 4] xyxy,
+    presence_logits [B, 1], logits [B, Q]."""
+
+    memory: torch.Tensor
+    queries: torch.Tensor
+    boxes: torch.Tensor
+    presence_logits: torch.Tensor
+    logits: torch.Tensor
+
+
+@dataclass
+class Detections:
+    """Kept instances of one prompt: scores [N], boxes [N, 4] normalized xyxy, mask_logits [N, 4h, 4w]."""
+
+    scores: torch.Tensor
+    boxes: torch.Tensor
+    mask_logits: torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -360,13 +426,3 @@ def _expand(x: torch.Tensor, batch: int, name: str = "tensor") -> torch.Tensor:
     if x.shape[0] != 1:
         raise ValueError(f"{name} has batch {x.shape[0]}, expected 1 or {batch}")
     return x.expand(batch, *x.shape[1:])
-
-
-def _expand_vision(vision: VisionFeatures, batch: int) -> VisionFeatures:
-    if vision.fpn_hidden_states[-1].shape[0] == batch:
-        return vision
-    return VisionFeatures(
-        fpn_hidden_states=tuple(_expand(t, batch) for t in vision.fpn_hidden_states),
-        fpn_position_encoding=tuple(_expand(t, batch) for t in vision.fpn_position_encoding),
-        last_hidden_state=_expand(vision.last_hidden_state, batch),
-    )

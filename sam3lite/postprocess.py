@@ -111,13 +111,15 @@ def post_process_instance_segmentation(
             {
                 "scores": scores[i][keep],
                 "boxes": _scale_boxes(boxes[i][keep], size),
-                "masks": _binarize(probs, size, mask_threshold, mask_dtype),
+                "masks": binarize_masks(probs, size, mask_threshold, mask_dtype),
             }
         )
     return results
 
 
-def _binarize(probs: torch.Tensor, size: tuple[int, int] | None, threshold: float, dtype: torch.dtype) -> torch.Tensor:
+def binarize_masks(
+    probs: torch.Tensor, size: tuple[int, int] | None, threshold: float, dtype: torch.dtype
+) -> torch.Tensor:
     """[N, h, w] probabilities -> [N, H, W] of ``probs > threshold`` after a bilinear resize to ``size``.
 
     With no kept masks the result is [0, H, W] (the reference returns [0, h, w] there).

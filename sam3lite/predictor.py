@@ -19,7 +19,7 @@ import torch
 
 from .images import ImageInput, load_image, preprocess_images
 from .model import Sam3LiteTextModel, TextFeatures
-from .postprocess import post_process_instance_segmentation
+from .postprocess import binarize_masks
 from .processor import DEFAULT_TEXT, Processor, prepare_boxes
 from .rle import masks_to_rle
 from .vision import VisionFeatures
@@ -214,20 +214,19 @@ class Predictor:
         kwargs: dict[str, Any] = {}
         if box_inputs is not None:
             kwargs = {"input_boxes": box_inputs[0], "input_boxes_labels": box_inputs[1]}
-        outputs = self.model(vision_embeds=self._vision, text_embeds=text, **kwargs)
-        sizes = [self.image_size] * len(prompts)
-        processed = post_process_instance_segmentation(
-            outputs, threshold, mask_threshold, target_sizes=sizes, mask_dtype=torch.bool
-        )
+        # Masks are decoded and resized only for the kept queries.
+        found = self.model.detect(self._vision, text, threshold=threshold, **kwargs)
+        height, width = self.image_size
+        scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=self.model.device)
         return [
             PromptResult(
                 prompt=prompt,
-                masks=item["masks"],
-                boxes=item["boxes"].float(),
-                scores=item["scores"].float(),
+                masks=binarize_masks(item.mask_logits.float().sigmoid(), self.image_size, mask_threshold, torch.bool),
+                boxes=item.boxes.float() * scale,
+                scores=item.scores.float(),
                 image_size=self.image_size,
             )
-            for prompt, item in zip(prompts, processed, strict=True)
+            for prompt, item in zip(prompts, found, strict=True)
         ]
 
     def text_features(self, prompts: Sequence[str]) -> TextFeatures:
