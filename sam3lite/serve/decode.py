@@ -1,0 +1,77 @@
+"""Image file bytes -> model input, refusing oversized and corrupt images with a clear 4xx."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+
+import PIL.Image
+import PIL.ImageOps
+import torch
+
+from ..images import ImageSettings, _pil_to_rgb, preprocess_images
+from .errors import ApiError, invalid
+
+_PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
+
+
+def decode_base64(text: str) -> bytes:
+    """The JSON ``image`` field -> file bytes. A data URL prefix is accepted; URLs are refused."""
+    text = text.strip()
+    if text.startswith(("http://", "https://", "ftp://", "file:")):
+        raise invalid("image", "URLs are not fetched; send the image file's bytes base64-encoded")
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            raise invalid("image", "data URLs must be base64 ('data:image/png;base64,...')")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise invalid("image", f"not valid base64 ({err})") from err
+    if not data:
+        raise invalid("image", "the image is empty")
+    return data
+
+
+def decode_image(data: bytes, max_pixels: int) -> PIL.Image.Image:
+    """Decode like ``sam3lite.load_image`` does a file: EXIF orientation applied, RGB, alpha dropped.
+
+    The pixel count is checked from the header, before the pixels are decoded (decompression bombs).
+    """
+    if not data:
+        raise invalid("image", "the image is empty")
+    try:
+        img = PIL.Image.open(io.BytesIO(data))
+    except PIL.Image.DecompressionBombError as err:
+        raise _too_large(None, max_pixels) from err
+    except _PIL_ERRORS as err:
+        # PIL's message names the BytesIO object; say what the client can act on instead.
+        raise invalid("image", "not a readable image file (PNG, JPEG, WebP, BMP, TIFF or GIF expected)") from err
+    width, height = img.size
+    if width * height > max_pixels:
+        raise _too_large((width, height), max_pixels)
+    try:
+        # exif_transpose copies the image, which forces the full decode: truncated files fail here.
+        return _pil_to_rgb(PIL.ImageOps.exif_transpose(img), composite_alpha=False)
+    except PIL.Image.DecompressionBombError as err:
+        raise _too_large((width, height), max_pixels) from err
+    except _PIL_ERRORS as err:
+        raise invalid("image", f"the image file is corrupt or truncated ({_short(err)})") from err
+
+
+def prepare_pixels(image: PIL.Image.Image, settings: ImageSettings) -> tuple[torch.Tensor, tuple[int, int]]:
+    """RGB image -> ``pixel_values`` [1, 3, S, S] and the original (height, width)."""
+    pixel_values, sizes = preprocess_images(image, settings)
+    return pixel_values, (int(sizes[0, 0]), int(sizes[0, 1]))
+
+
+def _too_large(size: tuple[int, int] | None, max_pixels: int) -> ApiError:
+    what = "the image" if size is None else f"the image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels;"
+    return ApiError(
+        413, "image_too_large", f"image: {what} this server accepts at most {max_pixels:,} pixels", field="image"
+    )
+
+
+def _short(err: Exception) -> str:
+    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__

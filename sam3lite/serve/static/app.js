@@ -1,0 +1,323 @@
+// sam3lite web page: pick an image, type prompts, draw boxes, see every instance overlaid.
+// Plain browser JavaScript, no build step. Talks only to this server's /v1 API.
+"use strict";
+
+const COLORS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+  "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"];
+const MASK_ALPHA = 0.45;
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  file: null,          // the File picked: sent as is, so the server's cache recognizes it
+  image: null,         // HTMLImageElement of it
+  boxes: [],           // {x1, y1, x2, y2, label} in image pixels
+  drag: null,          // box being drawn
+  results: [],         // [{prompt, detections, color, visible}]
+};
+
+// ---------------------------------------------------------------------------------------------
+// COCO compressed RLE -> mask (the string format of pycocotools' rleToString)
+// ---------------------------------------------------------------------------------------------
+
+function rleCounts(s) {
+  const counts = [];
+  let p = 0;
+  while (p < s.length) {
+    let x = 0, k = 0, more = true;
+    while (more) {
+      const c = s.charCodeAt(p) - 48;
+      x |= (c & 0x1f) << (5 * k);
+      more = (c & 0x20) !== 0;
+      p++; k++;
+      if (!more && (c & 0x10)) x |= -1 << (5 * k);
+    }
+    if (counts.length > 2) x += counts[counts.length - 2];  // runs after the first two are deltas
+    counts.push(x);
+  }
+  return counts;
+}
+
+// Calls paint(x, y) for every foreground pixel; runs are column-major and start with background.
+function forEachPixel(rle, paint) {
+  const [h] = rle.size;
+  const counts = rleCounts(rle.counts);
+  let i = 0;
+  for (let r = 0; r < counts.length; r++) {
+    if (r % 2 === 1) {
+      for (let j = i; j < i + counts[r]; j++) paint(Math.floor(j / h), j % h);
+    }
+    i += counts[r];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drawing
+// ---------------------------------------------------------------------------------------------
+
+function hexToRgb(hex) {
+  const n = parseInt(hex.slice(1), 16);
+  return [(n >> 16) & 255, (n >> 8) & 255, n & 255];
+}
+
+function drawOverlay() {
+  const canvas = $("overlay");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (!state.image) return;
+  const w = canvas.width, h = canvas.height;
+  const visible = state.results.filter((r) => r.visible);
+  if (visible.some((r) => r.detections.length)) {
+    const pixels = ctx.createImageData(w, h);
+    const data = pixels.data;
+    for (const result of visible) {
+      const [cr, cg, cb] = hexToRgb(result.color);
+      for (const det of result.detections) {
+        forEachPixel(det.rle, (x, y) => {
+          const o = (y * w + x) * 4;
+          data[o] = cr; data[o + 1] = cg; data[o + 2] = cb; data[o + 3] = Math.round(255 * MASK_ALPHA);
+        });
+      }
+    }
+    ctx.putImageData(pixels, 0, 0);
+  }
+  const scale = Math.max(1, Math.round(Math.max(w, h) / 600));  // lines readable on big images
+  ctx.lineWidth = 2 * scale;
+  ctx.font = `${12 * scale}px system-ui, sans-serif`;
+  for (const result of visible) {
+    for (const det of result.detections) {
+      const [x1, y1, x2, y2] = det.box;
+      ctx.strokeStyle = result.color;
+      ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+      const label = `${result.prompt} ${det.score.toFixed(2)}`;
+      const tw = ctx.measureText(label).width + 6 * scale;
+      const ty = Math.max(y1, 14 * scale);
+      ctx.fillStyle = result.color;
+      ctx.fillRect(x1, ty - 14 * scale, tw, 14 * scale);
+      ctx.fillStyle = "#fff";
+      ctx.fillText(label, x1 + 3 * scale, ty - 3 * scale);
+    }
+  }
+  ctx.setLineDash([6 * scale, 4 * scale]);
+  for (const b of state.drag ? [...state.boxes, state.drag] : state.boxes) {
+    ctx.strokeStyle = b.label === 1 ? "#16a34a" : "#dc2626";
+    ctx.strokeRect(b.x1, b.y1, b.x2 - b.x1, b.y2 - b.y1);
+  }
+  ctx.setLineDash([]);
+}
+
+function renderResults() {
+  const list = $("results");
+  list.replaceChildren();
+  for (const result of state.results) {
+    const item = document.createElement("li");
+    const toggle = document.createElement("input");
+    toggle.type = "checkbox";
+    toggle.checked = result.visible;
+    toggle.title = "show / hide";
+    toggle.addEventListener("change", () => { result.visible = toggle.checked; drawOverlay(); });
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.background = result.color;
+    const name = document.createElement("span");
+    name.textContent = result.prompt;
+    const count = document.createElement("span");
+    count.className = "count";
+    const n = result.detections.length;
+    const best = n ? `, best ${Math.max(...result.detections.map((d) => d.score)).toFixed(2)}` : "";
+    count.textContent = `${n} found${best}`;
+    const label = document.createElement("label");
+    label.append(toggle, swatch, name);
+    item.append(label, count);
+    list.append(item);
+  }
+}
+
+function setStatus(text, isError = false) {
+  $("status").textContent = text;
+  $("status").classList.toggle("error", isError);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Image, boxes
+// ---------------------------------------------------------------------------------------------
+
+function loadFile(file) {
+  if (!file) return;
+  const url = URL.createObjectURL(file);
+  const img = new Image();
+  img.onload = () => {
+    state.file = file;
+    state.image = img;
+    state.boxes = [];
+    state.results = [];
+    for (const id of ["image-layer", "overlay"]) {
+      $(id).width = img.naturalWidth;
+      $(id).height = img.naturalHeight;
+    }
+    $("image-layer").getContext("2d").drawImage(img, 0, 0);
+    $("canvas-box").hidden = false;
+    $("placeholder").hidden = true;
+    $("submit").disabled = false;
+    updateBoxCount();
+    renderResults();
+    drawOverlay();
+    setStatus(`${file.name}: ${img.naturalWidth} × ${img.naturalHeight}`);
+    document.body.dataset.state = "ready";
+  };
+  img.onerror = () => setStatus(`${file.name} is not an image this browser can show`, true);
+  img.src = url;
+}
+
+function imagePoint(event) {
+  const rect = $("overlay").getBoundingClientRect();
+  const x = ((event.clientX - rect.left) / rect.width) * state.image.naturalWidth;
+  const y = ((event.clientY - rect.top) / rect.height) * state.image.naturalHeight;
+  return [Math.min(Math.max(x, 0), state.image.naturalWidth), Math.min(Math.max(y, 0), state.image.naturalHeight)];
+}
+
+function boxLabel() {
+  return Number(document.querySelector("input[name=box-label]:checked").value);
+}
+
+function updateBoxCount() {
+  const n = state.boxes.length;
+  $("box-count").textContent = `${n} box${n === 1 ? "" : "es"}`;
+}
+
+function startBox(event) {
+  if (!state.image) return;
+  const [x, y] = imagePoint(event);
+  state.drag = { x0: x, y0: y, x1: x, y1: y, x2: x, y2: y, label: boxLabel() };
+  $("overlay").setPointerCapture(event.pointerId);
+}
+
+function moveBox(event) {
+  if (!state.drag) return;
+  const [x, y] = imagePoint(event);
+  const d = state.drag;
+  Object.assign(d, { x1: Math.min(d.x0, x), y1: Math.min(d.y0, y), x2: Math.max(d.x0, x), y2: Math.max(d.y0, y) });
+  drawOverlay();
+}
+
+function endBox() {
+  const d = state.drag;
+  state.drag = null;
+  if (d && d.x2 - d.x1 >= 3 && d.y2 - d.y1 >= 3) {
+    state.boxes.push({ x1: d.x1, y1: d.y1, x2: d.x2, y2: d.y2, label: d.label });
+    updateBoxCount();
+  }
+  drawOverlay();
+}
+
+// ---------------------------------------------------------------------------------------------
+// API
+// ---------------------------------------------------------------------------------------------
+
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    if (body.error) return body.error.message;
+  } catch (_) { /* not JSON */ }
+  return `HTTP ${response.status}`;
+}
+
+function promptList() {
+  return $("prompts").value.split(",").map((p) => p.trim()).filter((p) => p.length);
+}
+
+async function segment(event) {
+  event.preventDefault();
+  if (!state.file) return;
+  const prompts = promptList();
+  if (!prompts.length && !state.boxes.length) {
+    setStatus("Type a prompt or draw a box first.", true);
+    return;
+  }
+  const form = new FormData();
+  form.append("image", state.file, state.file.name);
+  form.append("prompts", JSON.stringify(prompts));
+  if (state.boxes.length) {
+    form.append("boxes", JSON.stringify(state.boxes.map((b) => [b.x1, b.y1, b.x2, b.y2])));
+    form.append("box_labels", JSON.stringify(state.boxes.map((b) => b.label)));
+  }
+  form.append("threshold", $("threshold").value);
+  form.append("mask_threshold", $("mask-threshold").value);
+  form.append("output", "rle");
+
+  $("submit").disabled = true;
+  document.body.dataset.state = "busy";
+  setStatus("Segmenting…");
+  try {
+    const response = await fetch("/v1/segment", { method: "POST", body: form, headers: authHeaders() });
+    if (!response.ok) {
+      const retry = response.headers.get("Retry-After");
+      throw new Error((await errorMessage(response)) + (retry ? ` (retry in ${retry} s)` : ""));
+    }
+    const body = await response.json();
+    const old = new Map(state.results.map((r) => [r.prompt, r.visible]));
+    state.results = body.results.map((r, i) => ({
+      ...r, color: COLORS[i % COLORS.length], visible: old.has(r.prompt) ? old.get(r.prompt) : true,
+    }));
+    renderResults();
+    drawOverlay();
+    const t = body.timings;
+    const encoder = t.image_cache_hit ? "image features cached" : `image encoder ${t.image_encoder_ms.toFixed(0)} ms`;
+    const found = state.results.reduce((n, r) => n + r.detections.length, 0);
+    setStatus(`${found} found in ${t.total_ms.toFixed(0)} ms (${encoder}, prompts ${t.prompts_ms.toFixed(0)} ms)`);
+    document.body.dataset.state = "done";
+  } catch (err) {
+    setStatus(err.message, true);
+    document.body.dataset.state = "error";
+  } finally {
+    $("submit").disabled = false;
+  }
+}
+
+async function showModelInfo() {
+  try {
+    const response = await fetch("/v1/model", { headers: authHeaders() });
+    if (!response.ok) {
+      $("model-info").textContent = response.status === 401 ? "API key needed (see below)" : await errorMessage(response);
+      return;
+    }
+    const m = await response.json();
+    $("model-info").textContent = `${m.name} · ${m.variant} · ${m.device} · ${m.dtype}`;
+  } catch (err) {
+    $("model-info").textContent = `server unreachable: ${err.message}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wiring
+// ---------------------------------------------------------------------------------------------
+
+function init() {
+  $("image-input").addEventListener("change", (e) => loadFile(e.target.files[0]));
+  $("controls").addEventListener("submit", segment);
+  $("clear-boxes").addEventListener("click", () => { state.boxes = []; updateBoxCount(); drawOverlay(); });
+  for (const [input, output] of [["threshold", "threshold-value"], ["mask-threshold", "mask-threshold-value"]]) {
+    $(input).addEventListener("input", () => { $(output).textContent = Number($(input).value).toFixed(2); });
+  }
+  $("api-key").addEventListener("change", showModelInfo);
+  const overlay = $("overlay");
+  overlay.addEventListener("pointerdown", startBox);
+  overlay.addEventListener("pointermove", moveBox);
+  overlay.addEventListener("pointerup", endBox);
+  overlay.addEventListener("pointercancel", endBox);
+  const stage = $("stage");
+  stage.addEventListener("dragover", (e) => { e.preventDefault(); stage.classList.add("dragging"); });
+  stage.addEventListener("dragleave", () => stage.classList.remove("dragging"));
+  stage.addEventListener("drop", (e) => {
+    e.preventDefault();
+    stage.classList.remove("dragging");
+    loadFile(e.dataTransfer.files[0]);
+  });
+  showModelInfo();
+}
+
+init();
