@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-# (λ_cos, λ_cons) per student variant, as published; config-file students take S1's.
+# (λ_cos, λ_cons) per student variant, as published (config-file students: see student.recipe_variant).
 DEFAULT_WEIGHTS = {"s0": (2.0, 0.1), "s1": (1.5, 0.1), "l": (1.0, 0.05)}
 
 
@@ -29,7 +29,7 @@ class LossWeights:
 
     @classmethod
     def for_variant(cls, variant: str | None, cos: float | None = None, cons: float | None = None) -> LossWeights:
-        default_cos, default_cons = DEFAULT_WEIGHTS.get(variant or "s1", DEFAULT_WEIGHTS["s1"])
+        default_cos, default_cons = DEFAULT_WEIGHTS[variant or "s1"]
         return cls(default_cos if cos is None else cos, default_cons if cons is None else cons)
 
 

@@ -88,9 +88,14 @@ def student_config(spec: str | Path, context_length: int) -> TextConfig:
     return TextConfig.from_dict(data)
 
 
-def variant_of(spec: str | Path) -> str | None:
-    """The variant name of a ``--student`` value, None for a config file."""
-    return str(spec) if str(spec) in STUDENT_VARIANTS else None
+def recipe_variant(spec: str | Path, config: TextConfig) -> str:
+    """Whose recipe defaults (loss weights) a student takes: its name, or for a config file the variant it
+    resembles (RepMixer blocks: s0; width 768 or more: l; else s1)."""
+    if str(spec) in STUDENT_VARIANTS:
+        return str(spec)
+    if config.use_repmixer_blocks:
+        return "s0"
+    return "l" if config.hidden_size >= 768 else "s1"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,5 +303,5 @@ __all__ = [
     "fit_positions",
     "read_init",
     "student_config",
-    "variant_of",
+    "recipe_variant",
 ]

@@ -42,7 +42,7 @@ from ..tokenizer import Tokenizer
 from .cache import Cache, CacheSplit, open_cache
 from .data import batch_indices, item_rng, shuffle_words
 from .loss import LossWeights, MetricSums, distill_loss
-from .student import RUN_CHECKPOINT, build_student, student_config, variant_of
+from .student import RUN_CHECKPOINT, build_student, recipe_variant, student_config
 from .tower import TextTower
 
 RUN_CONFIG = "run.json"
@@ -71,7 +71,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     grad_clip: float = 1.0
-    lambda_cos: float | None = None  # default: by variant (s0 2.0, s1 1.5, l 1.0)
+    lambda_cos: float | None = None  # default: by variant (s0 2.0, s1 1.5, l 1.0; see recipe_variant)
     lambda_cons: float | None = None  # default: by variant (s0 0.1, s1 0.1, l 0.05)
     seed: int = 0
     precision: str = "auto"  # bf16 autocast on CUDA, fp32 elsewhere; or "bf16" / "fp32"
@@ -285,13 +285,14 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         raise ValueError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
     local_batch = cfg.batch_size // world
     batch_indices(0, len(train_split), cfg.batch_size, cfg.seed)  # raises early if the batch is too large
-    weights = LossWeights.for_variant(variant_of(cfg.student), cfg.lambda_cos, cfg.lambda_cons)
+    text_config = student_config(cfg.student, cache.context_length)
+    variant = recipe_variant(cfg.student, text_config)
+    weights = LossWeights.for_variant(variant, cfg.lambda_cos, cfg.lambda_cons)
     tokenizer = Tokenizer(cache.context_length)
     stop = steps if cfg.until is None else min(cfg.until, steps)
 
     # -- the run directory (every process checks; the master writes)
     run = Path(cfg.out)
-    text_config = student_config(cfg.student, cache.context_length)
     ckpt = None
     if resume:
         ckpt = torch.load(run / RUN_CHECKPOINT, map_location="cpu", weights_only=True)
@@ -304,13 +305,15 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         "student_config": text_config.to_dict(),
         "cache": cache.identity(),
     }
+
+    # -- model and optimizer (built before anything is written: a bad --init leaves no run directory)
+    torch.manual_seed(cfg.seed)  # the same random init in every process
+    student = build_student(text_config, cache.width, None if resume else cfg.init).to(device)
+    if ddp:
+        dist.barrier()  # every process has checked --out (resolve_config) before the master creates it
     if master and not resume:
         run.mkdir(parents=True, exist_ok=True)
         (run / RUN_CONFIG).write_text(json.dumps(run_info, indent=2, sort_keys=True) + "\n")
-
-    # -- model and optimizer
-    torch.manual_seed(cfg.seed)  # the same random init in every process
-    student = build_student(text_config, cache.width, None if resume else cfg.init).to(device)
     optimizer = torch.optim.AdamW(optimizer_groups(student, cfg.weight_decay), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     step = 0
     if ckpt is not None:
