@@ -73,6 +73,7 @@ function drawOverlay() {
       const [cr, cg, cb] = hexToRgb(result.color);
       for (const det of result.detections) {
         forEachPixel(det.rle, (x, y) => {
+          if (x >= w || y >= h) return;  // a browser that ignores EXIF rotation sees other sizes
           const o = (y * w + x) * 4;
           data[o] = cr; data[o + 1] = cg; data[o + 2] = cb; data[o + 3] = Math.round(255 * MASK_ALPHA);
         });
