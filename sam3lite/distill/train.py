@@ -266,7 +266,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     """Run (or resume) a distillation run; returns the last validation metrics and the step reached."""
     # -- processes and devices
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if ddp and not dist.is_initialized():
+    started_group = ddp and not dist.is_initialized()
+    if started_group:
         use_nccl = torch.cuda.is_available() and cfg.device in ("auto", "cuda")
         dist.init_process_group(backend="nccl" if use_nccl else "gloo")
     rank, world = (dist.get_rank(), dist.get_world_size()) if ddp else (0, 1)
@@ -325,7 +326,10 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
     model: nn.Module = student
     if ddp:
         ids = [device.index] if device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(student, device_ids=ids, broadcast_buffers=False)
+        model = nn.parallel.DistributedDataParallel(student, device_ids=ids)
+        # Depthwise-conv weight gradients [C, 1, 1, k] come with other strides on their size-1 dims than
+        # DDP's buckets; the copy is exact and cheap, the one-time warning only noise.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     params = [p for p in student.parameters() if p.requires_grad]
     probe = _probe(cache.val)
 
@@ -438,6 +442,8 @@ def train(cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] = p
         board.close()
     if ddp:
         dist.barrier()  # no process leaves before the master has written the checkpoint
+        if started_group:
+            dist.destroy_process_group()
     return {"step": step, "steps": steps, "val": val}
 
 
