@@ -160,18 +160,38 @@ class RoPEAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.o_proj = nn.Linear(dim, dim)
 
-    def _split(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B', heads, N, d)
+    def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """q/k/v weights stacked [3C, C] and biases [3C]: one GEMM instead of three.
+
+        The checkpoint keeps separate q_proj/k_proj/v_proj. Under autograd the stack is rebuilt every
+        call (gradients flow to the three parameters); at inference it is cached and rebuilt only when
+        a parameter changes (new storage, in-place update, dtype or device move).
+        """
+        params = (
+            self.q_proj.weight,
+            self.k_proj.weight,
+            self.v_proj.weight,
+            self.q_proj.bias,
+            self.k_proj.bias,
+            self.v_proj.bias,
+        )
+        if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+            return torch.cat(params[:3]), torch.cat(params[3:])
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if getattr(self, "_fused_key", None) != key:
+            with torch.no_grad():
+                self._fused = (torch.cat(params[:3]), torch.cat(params[3:]))
+            self._fused_key = key
+        return self._fused
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x [B', N, C] (B' = batch x windows), rope = cos, sin [N, d / 2] -> [B', N, C]."""
         cos, sin = rope
-        q = apply_rope(self._split(self.q_proj(x)), cos, sin)
-        k = apply_rope(self._split(self.k_proj(x)), cos, sin)
-        v = self._split(self.v_proj(x))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
-        b, _, n, _ = out.shape
+        b, n, _ = x.shape
+        qkv = F.linear(x, *self.fused_qkv()).view(b, n, 3, self.num_heads, self.head_dim)
+        qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B', heads, N, d)
+        q, k = apply_rope(qkv[:2], cos, sin).unbind(0)  # one rotation pass for q and k together
+        out = F.scaled_dot_product_attention(q, k, qkv[2], dropout_p=self.dropout if self.training else 0.0)
         return self.o_proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
