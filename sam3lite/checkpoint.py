@@ -287,7 +287,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, max_shard_size: int
     """Write ``config.json`` and safetensors (sharded with an index above ``max_shard_size``)."""
     from huggingface_hub import save_torch_state_dict
 
-    state = model.state_dict()
+    # torch.compile wraps parts as `<name>._orig_mod`; the checkpoint layout has no such level.
+    state = {key.replace("._orig_mod", ""): value for key, value in model.state_dict().items()}
     if any(".reparam_conv." in key for key in state):
         # Folding drops the BatchNorm branches the checkpoint layout stores; it cannot be undone.
         raise CheckpointError("this model's RepMixer branches are folded; save the model before reparameterize()")

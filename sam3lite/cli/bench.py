@@ -1,0 +1,58 @@
+"""``sam3lite bench``: sam3lite against transformers' reference, same weights and inputs, one process."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import UsageError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "bench",
+        help="time sam3lite against the transformers reference (needs transformers)",
+        description="Medians of repeated runs; ratios are reference time / sam3lite time. Accuracy rows give the "
+        "relative max-abs error of each output against the float32 reference.",
+    )
+    parser.add_argument("--checkpoint", help="HF checkpoint directory (default: random weights of --variant)")
+    parser.add_argument("--variant", default="s0", choices=["s0", "s1", "l"], help="full-size random weights")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="float32", help="sam3lite dtype also timed besides float32 (bfloat16, ...)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (after a warm-up)")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts for the many-prompts measurement (<= 8)")
+    parser.add_argument("--batch", type=int, default=4, help="images for the batched measurement (1 skips it)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--compile", action="store_true", help="torch.compile sam3lite's parts")
+    parser.add_argument("--skip", action="append", default=[], help="leave out measurements starting with this")
+    parser.add_argument("--json", type=Path, help="also write the full report as JSON here")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise UsageError("the benchmark compares against transformers: pip install transformers==5.23.0") from err
+    from ..bench import BenchSettings, format_markdown, save
+    from ..bench import run as run_bench
+
+    if not 1 <= args.prompts <= 8 or args.repeats < 1 or args.batch < 1:
+        raise UsageError("--prompts must be 1..8, --repeats and --batch at least 1")
+    settings = BenchSettings(
+        checkpoint=args.checkpoint,
+        variant=args.variant,
+        device=args.device,
+        dtype=args.dtype,
+        repeats=args.repeats,
+        prompts=args.prompts,
+        batch=args.batch,
+        threads=args.threads,
+        compile=args.compile,
+        skip=args.skip,
+    )
+    report = run_bench(settings)
+    print(format_markdown(report))
+    if args.json:
+        save(report, args.json)
+    return 0
