@@ -270,11 +270,18 @@ def load(
             model.safetensors or a sharded index), a ``.safetensors`` file beside a config.json, or an
             original EfficientSAM3 ``.pt`` (converted on load).
         device: ``None`` (CPU), ``"auto"``, or any torch device.
-        dtype: ``None`` (float32), ``"bfloat16"``, ``"float16"`` or a torch dtype.
+        dtype: ``None`` (float32), ``"auto"`` (bfloat16 where the hardware runs it fast, else
+            float32), ``"bfloat16"``, ``"float16"`` or a torch dtype.
     """
     from .model import Sam3LiteTextModel
 
-    target_device, target_dtype = resolve_device(device), resolve_dtype(dtype)
+    target_device = resolve_device(device)
+    if dtype == "auto":
+        from .runtime import fast_dtype  # bfloat16 on AMX/AVX512-BF16 CPUs and CUDA sm80+, else float32
+
+        target_dtype = fast_dtype(target_device)
+    else:
+        target_dtype = resolve_dtype(dtype)
     path = resolve(name_or_path)
     config, state = read_checkpoint(path)
     with skip_weight_init():

@@ -217,3 +217,13 @@ def test_original_pt_without_config_infers_it(tmp_path):
             ref(pixel_values=pixels, input_ids=ids, attention_mask=mask),
             tol=1e-4,
         )
+
+
+def test_auto_dtype_follows_the_hardware(reference_dir, monkeypatch):
+    from sam3lite import runtime
+
+    directory, _ = reference_dir
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: True)
+    assert sam3lite.load(directory, device="cpu", dtype="auto").dtype == torch.bfloat16
+    monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
+    assert sam3lite.load(directory, device="cpu", dtype="auto").dtype == torch.float32
