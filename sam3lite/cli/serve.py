@@ -98,12 +98,9 @@ def _settings(args: argparse.Namespace):
 
 
 def _device_dtype(device: str, dtype: str) -> tuple[Any, Any]:
-    """The shared device/dtype rules of ``sam3lite.runtime``; plain ``load`` rules where it is absent."""
-    try:
-        from sam3lite.runtime import select_device, select_dtype
-    except ImportError:
-        # Older builds: "auto" device as load() reads it, "auto" dtype = float32.
-        return device, (None if dtype == "auto" else dtype)
+    """The project's shared rules (``sam3lite.runtime``): ``auto`` picks CUDA/MPS/CPU, then bfloat16 where fast."""
+    from sam3lite.runtime import select_device, select_dtype
+
     chosen = select_device(device)
     return chosen, select_dtype(dtype, chosen)
 
