@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -36,18 +35,13 @@ class UsageError(Exception):
     """A mistake in the command line or its inputs: printed as one line, exit code 2."""
 
 
-def _available() -> dict[str, str]:
-    # Commands whose module is not in this build yet are left out of the parser.
-    return {name: module for name, module in COMMANDS.items() if importlib.util.find_spec(module) is not None}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sam3lite", description="SAM3-LiteText: segment every instance of a noun phrase."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in _available().values():
+    for module in COMMANDS.values():
         command = importlib.import_module(module).add_parser(sub)
         command.set_defaults(_module=module)
     return parser
