@@ -170,6 +170,7 @@ def test_resume_glob_and_bad_images(tiny, first_run, tmp_path):
     assert not list((tmp_path / "out").glob(".*"))  # no temporary files left
 
 
+@pytest.mark.filterwarnings("ignore:1 box")  # the box sticks out of the narrow image, as meant
 def test_overwrite_boxes_and_out_in_input_folder(tiny, tmp_path, capsys, one_thread):
     """In process: --overwrite redoes images; --out may be the input folder (its overlays are not
     taken for inputs on the next run); text + box prompts match the reference pipeline."""
@@ -229,3 +230,29 @@ def test_no_network_download_is_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "could not get model 's0'" in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_coco_dataset_input_keeps_its_ids(tiny, tmp_path, capsys, one_thread):
+    """A COCO dataset json as input: its image ids and category names/ids go straight into
+    results.json, which then loads against the dataset itself."""
+    from pycocotools.coco import COCO
+
+    write_images(tmp_path / "val", IMAGES[:2])
+    dataset = {
+        "images": [{"id": 139, "file_name": "a/x.png", "width": 203, "height": 150},
+                   {"id": 285, "file_name": "b/x.png", "width": 90, "height": 120}],
+        "categories": [{"id": 17, "name": "cat"}, {"id": 3, "name": "school_bus"}],
+        "annotations": [],
+    }  # fmt: skip
+    (tmp_path / "instances.json").write_text(json.dumps(dataset))
+    args = ["segment", str(tmp_path / "instances.json"), "--image-root", str(tmp_path / "val"), "--model",
+            str(tiny[0]), "--out", str(tmp_path / "out"), "--threshold", "0.2", "--workers", "0",
+            "--no-overlay"]  # fmt: skip
+    assert main(args) == 0
+    assert "2 images: 2 done" in capsys.readouterr().out
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert {r["image_id"] for r in results} == {139, 285} and {r["category_id"] for r in results} == {17, 3}
+    record = json.loads((tmp_path / "out/a__x.json").read_text())
+    assert {d["prompt"] for d in record["detections"]} == {"cat", "school bus"}
+    assert len(COCO(str(tmp_path / "instances.json")).loadRes(results).anns) == len(results)
+    assert not list((tmp_path / "out").glob("*.png"))

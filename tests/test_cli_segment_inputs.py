@@ -117,3 +117,26 @@ def test_auto_dtype(monkeypatch):
     assert runtime.select_device("cpu") == cpu
     with pytest.raises(ValueError):
         runtime.select_device("tpu")
+
+
+def test_a_failing_batch_is_retried_image_by_image():
+    from types import SimpleNamespace
+
+    from sam3lite.segment.runner import _encode_batch
+    from sam3lite.vision import VisionFeatures
+
+    class Model:  # runs out of memory on batches, and fails on one image
+        device = torch.device("cpu")
+
+        def get_vision_features(self, pixels):
+            if pixels.shape[0] > 1:
+                raise RuntimeError("out of memory")
+            if pixels.min() < 0:
+                raise ValueError("bad image")
+            return VisionFeatures((pixels,), (pixels,), pixels.flatten(2))
+
+    pixels = torch.ones(3, 3, 4, 4)
+    pixels[1] = -1
+    features = _encode_batch(SimpleNamespace(model=Model()), pixels)
+    assert features[1] == "ValueError: bad image"
+    assert [f.fpn_hidden_states[0].shape[0] for f in (features[0], features[2])] == [1, 1]

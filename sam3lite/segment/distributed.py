@@ -1,8 +1,9 @@
 """Ranks under torchrun: who am I, what is done, wait for the others.
 
-Ranks exchange only small control data (the done-mask at the start, per-rank counts at the end,
-a progress counter), all on the CPU, so every rank uses the gloo backend; GPU ranks compute on
-``cuda:LOCAL_RANK`` and never need NCCL. Outside torchrun (no ``WORLD_SIZE``) nothing is started.
+Ranks exchange only small control data (a digest of the image list and the done-mask at the start,
+per-rank counts at the end, a progress counter), all on the CPU, so every rank uses the gloo
+backend; GPU ranks compute on ``cuda:LOCAL_RANK`` and never need NCCL. Outside torchrun (no
+``WORLD_SIZE``) nothing is started.
 
 Multi-machine runs need the output folder on a shared file system: rank 0 merges the files that
 every rank wrote there.
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import torch
 import torch.distributed as dist
 
 # Ranks wait for each other only at the start and the end; a slow shard of a big run may finish
@@ -63,19 +63,24 @@ def barrier(ranks: Ranks) -> None:
         dist.barrier()
 
 
-def share_done_mask(ranks: Ranks, mask: list[bool] | None) -> list[bool]:
+def share_done_mask(ranks: Ranks, mask: list[bool] | None, fingerprint: str) -> list[bool]:
     """Rank 0's view of which images are done, given to every rank, so that all shard the same
-    pending list even if a shared file system shows the ranks slightly different listings."""
+    pending list even if a shared file system shows the ranks slightly different listings.
+
+    ``fingerprint`` identifies the image list; a rank whose list differs from rank 0's (another
+    working folder, a file system not shared) stops with an error instead of taking a wrong shard.
+    """
     if not ranks.active:
         assert mask is not None
         return mask
-    size = torch.tensor([len(mask) if mask is not None else 0], dtype=torch.int64)
-    dist.broadcast(size, src=0)
-    flags = torch.zeros(int(size), dtype=torch.uint8)
-    if ranks.main:
-        flags.copy_(torch.tensor(mask, dtype=torch.uint8))
-    dist.broadcast(flags, src=0)
-    return flags.bool().tolist()
+    shared: list[Any] = [fingerprint, mask]
+    dist.broadcast_object_list(shared, src=0)
+    if shared[0] != fingerprint:
+        raise RuntimeError(
+            f"rank {ranks.rank} lists other images than rank 0: start every rank in the same folder with the "
+            "same arguments, on a file system they all share"
+        )
+    return shared[1]
 
 
 def gather(ranks: Ranks, value: Any) -> list[Any]:

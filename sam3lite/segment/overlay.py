@@ -7,6 +7,7 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ..predictor import PromptResult
@@ -31,23 +32,36 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def draw_overlay(rgb: np.ndarray, results: Sequence[PromptResult]) -> Image.Image:
-    """uint8 [H, W, 3] image + detections -> RGB picture with masks, boxes and labels."""
-    canvas = rgb.astype(np.float32)
-    instances = [(r.prompt, s, b, m) for r in results for s, b, m in zip(r.scores, r.boxes, r.masks, strict=True)]
+    """uint8 [H, W, 3] image + detections -> RGB picture with masks, boxes and labels.
+
+    Where masks overlap, the later one (later prompt, lower-ranked query) is drawn on top.
+    """
+    instances = [(r.prompt, s, b) for r in results for s, b in zip(r.scores, r.boxes, strict=True)]
     colours = [colour(i) for i in range(len(instances))]
-    for (_, _, _, mask), tint in zip(instances, colours, strict=True):
-        where = mask.cpu().numpy()
-        canvas[where] = canvas[where] * (1 - MASK_ALPHA) + np.asarray(tint, np.float32) * MASK_ALPHA
-    picture = Image.fromarray(canvas.round().clip(0, 255).astype(np.uint8))
+    picture = Image.fromarray(_tint(rgb, [r.masks for r in results], colours))
     draw = ImageDraw.Draw(picture)
     height, width = rgb.shape[:2]
     line = max(2, round(min(height, width) / 250))
     font = _font(max(11, round(min(height, width) / 40)))
-    for (prompt, score, box, _), tint in zip(instances, colours, strict=True):
+    for (prompt, score, box), tint in zip(instances, colours, strict=True):
         x1, y1, x2, y2 = (float(v) for v in box)
         draw.rectangle((x1, y1, x2, y2), outline=tint, width=line)
         _label(draw, (x1, y1), f"{prompt} {float(score):.2f}", tint, font, width)
     return picture
+
+
+def _tint(rgb: np.ndarray, masks: Sequence[torch.Tensor], colours: list[tuple[int, int, int]]) -> np.ndarray:
+    """Blend each pixel with the colour of the top-most mask covering it, in one pass over the image
+    (blending mask by mask costs a full-image operation per instance)."""
+    if not colours:
+        return rgb
+    top = torch.full(rgb.shape[:2], -1, dtype=torch.int64)  # index of the last mask covering each pixel
+    for i, mask in enumerate(m for group in masks for m in group.cpu()):
+        top.masked_fill_(mask, i)
+    covered = (top >= 0).numpy()
+    tint = np.asarray(colours, np.float32)[top.clamp(min=0).numpy()]
+    blended = rgb.astype(np.float32) * (1 - MASK_ALPHA) + tint * MASK_ALPHA
+    return np.where(covered[..., None], blended.round().clip(0, 255).astype(np.uint8), rgb)
 
 
 def _label(draw: ImageDraw.ImageDraw, at: tuple[float, float], text: str, tint, font, image_width: int) -> None:

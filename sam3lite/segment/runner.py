@@ -15,6 +15,7 @@ stderr and in ``errors.jsonl``), 2 for a usage error (raised as ``ValueError`` b
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -99,7 +100,8 @@ def run(options: SegmentOptions) -> int:
     work = _Run(options, ranks, inputs, prompts, predictor, ErrorLog(options.out / "errors.jsonl"))
     distributed.start(ranks)
     try:
-        mask = distributed.share_done_mask(ranks, _prepare_output(work) if ranks.main else None)
+        own_mask = _prepare_output(work) if ranks.main else None
+        mask = distributed.share_done_mask(ranks, own_mask, _fingerprint(inputs.items))
         stats = _process(work, mask)
         everyone = distributed.gather(ranks, stats)
         if not ranks.main:
@@ -168,6 +170,14 @@ def _prepare_output(work: _Run) -> list[bool]:
     return done_mask(out, work.inputs.items, work.options.overlay)
 
 
+def _fingerprint(items: list[ImageItem]) -> str:
+    """A digest of the image list (names and ids), equal on every rank that sees the same inputs."""
+    digest = hashlib.sha1()
+    for item in items:
+        digest.update(f"{item.name}\0{item.image_id}\n".encode())
+    return digest.hexdigest()
+
+
 def _report_problems(problems: list[str]) -> None:
     for problem in problems:
         print(f"{PREFIX}: {problem}", file=sys.stderr)
@@ -216,21 +226,31 @@ def _process_batch(work: _Run, batch: Batch, items: list[ImageItem], stats: Rank
         if sample.error is not None:
             _fail(work, items[sample.position], sample.error, stats, bar)
     good = batch.ok
-    if not good:
-        return
-    try:
-        vision = _encode(work.predictor, batch.pixel_values)
-    except Exception as err:  # e.g. out of memory: this batch fails, the run goes on
-        for sample in good:
-            _fail(work, items[sample.position], f"image encoder: {type(err).__name__}: {err}", stats, bar)
-        return
-    for j, sample in enumerate(good):
+    features = _encode_batch(work.predictor, batch.pixel_values) if good else []
+    for sample, vision in zip(good, features, strict=True):
         item = items[sample.position]
+        if isinstance(vision, str):
+            _fail(work, item, f"image encoder: {vision}", stats, bar)
+            continue
         try:
-            stats.detections += _segment_one(work, item, sample, _take(vision, j))
+            stats.detections += _segment_one(work, item, sample, vision)
             stats.done += 1
-        except Exception as err:
+        except Exception as err:  # this image fails, the run goes on
             _fail(work, item, f"{type(err).__name__}: {err}", stats, bar)
+
+
+def _encode_batch(predictor: Predictor, pixel_values: torch.Tensor) -> list[VisionFeatures | str]:
+    """Features of each image of the batch from one image-encoder pass; if the batch fails (out of
+    memory, say), each image is tried alone, and the ones that still fail get the error message."""
+    try:
+        vision = _encode(predictor, pixel_values)
+        return [_take(vision, j) for j in range(pixel_values.shape[0])]
+    except Exception as err:
+        if pixel_values.shape[0] == 1:
+            return [f"{type(err).__name__}: {err}"]
+    if predictor.model.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return [item for j in range(pixel_values.shape[0]) for item in _encode_batch(predictor, pixel_values[j : j + 1])]
 
 
 @torch.inference_mode()
