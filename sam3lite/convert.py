@@ -67,7 +67,7 @@ _BN = r"(?P<p>weight|bias|running_mean|running_var|num_batches_tracked)"
 _I = r"(?P<i>\d+)"
 
 
-def _mha(src: str, dst: str, out: str = "o_proj") -> list[Rule]:
+def mha_rules(src: str, dst: str, out: str = "o_proj") -> list[Rule]:
     """An ``nn.MultiheadAttention`` at ``src`` (fused in_proj, out_proj) -> q/k/v/``out`` Linears at ``dst``."""
     return [
         (rf"{src}\.in_proj_(?P<p>weight|bias)", rf"{dst}.{{qkv}}_proj.\g<p>"),
@@ -112,15 +112,15 @@ _GEOMETRY_RULES: list[Rule] = [  # geometry_encoder. -> geometry_encoder.
     (rf"img_pre_norm\.{_W}", r"vision_layer_norm.\g<p>"),
     (rf"norm\.{_W}", r"prompt_layer_norm.\g<p>"),
     (rf"encode_norm\.{_W}", r"output_layer_norm.\g<p>"),
-    *_mha(rf"encode\.{_I}\.self_attn", r"layers.\g<i>.self_attn"),
-    *_mha(rf"encode\.{_I}\.cross_attn_image", r"layers.\g<i>.cross_attn"),
+    *mha_rules(rf"encode\.{_I}\.self_attn", r"layers.\g<i>.self_attn"),
+    *mha_rules(rf"encode\.{_I}\.cross_attn_image", r"layers.\g<i>.cross_attn"),
     (rf"encode\.{_I}\.linear(?P<n>[12])\.{_W}", r"layers.\g<i>.mlp.fc\g<n>.\g<p>"),
     (rf"encode\.{_I}\.norm(?P<n>[123])\.{_W}", r"layers.\g<i>.layer_norm\g<n>.\g<p>"),
 ]
 
 _DETR_ENCODER_RULES: list[Rule] = [  # transformer.encoder.layers. -> detr_encoder.layers.
-    *_mha(rf"{_I}\.self_attn", r"\g<i>.self_attn"),
-    *_mha(rf"{_I}\.cross_attn_image", r"\g<i>.cross_attn"),
+    *mha_rules(rf"{_I}\.self_attn", r"\g<i>.self_attn"),
+    *mha_rules(rf"{_I}\.cross_attn_image", r"\g<i>.cross_attn"),
     (rf"{_I}\.linear(?P<n>[12])\.{_W}", r"\g<i>.mlp.fc\g<n>.\g<p>"),
     (rf"{_I}\.norm(?P<n>[123])\.{_W}", r"\g<i>.layer_norm\g<n>.\g<p>"),
 ]
@@ -136,9 +136,9 @@ _DETR_DECODER_RULES: list[Rule] = [  # transformer.decoder. -> detr_decoder.
     *_mlp("ref_point_head", "ref_point_head", 2),
     *_mlp("boxRPB_embed_x", "box_rpb_embed_x", 2),
     *_mlp("boxRPB_embed_y", "box_rpb_embed_y", 2),
-    *_mha(rf"layers\.{_I}\.self_attn", r"layers.\g<i>.self_attn"),
-    *_mha(rf"layers\.{_I}\.ca_text", r"layers.\g<i>.text_cross_attn"),
-    *_mha(rf"layers\.{_I}\.cross_attn", r"layers.\g<i>.vision_cross_attn"),
+    *mha_rules(rf"layers\.{_I}\.self_attn", r"layers.\g<i>.self_attn"),
+    *mha_rules(rf"layers\.{_I}\.ca_text", r"layers.\g<i>.text_cross_attn"),
+    *mha_rules(rf"layers\.{_I}\.cross_attn", r"layers.\g<i>.vision_cross_attn"),
     (rf"layers\.{_I}\.linear(?P<n>[12])\.{_W}", r"layers.\g<i>.mlp.fc\g<n>.\g<p>"),
     # Post-norm layer: norm2 after self-attn, catext_norm after text cross-attn, norm1 after image
     # cross-attn, norm3 after the MLP (see TransformerDecoderLayer.forward in sam3/model/decoder.py).
@@ -155,7 +155,7 @@ _MASK_DECODER_RULES: list[Rule] = [  # segmentation_head. -> mask_decoder.
     (rf"mask_embed\.layers\.{_I}\.{_W}", r"mask_embedder.layers.\g<i>.\g<p>"),  # older files (per transformers)
     (rf"instance_seg_head\.{_W}", r"instance_projection.\g<p>"),
     (rf"semantic_seg_head\.{_W}", r"semantic_projection.\g<p>"),
-    *_mha("cross_attend_prompt", "prompt_cross_attn"),
+    *mha_rules("cross_attend_prompt", "prompt_cross_attn"),
     (rf"cross_attn_norm\.{_W}", r"prompt_cross_attn_norm.\g<p>"),
 ]
 
@@ -182,7 +182,7 @@ _DETECTOR_PARTS: tuple[tuple[str, str, list[Rule]], ...] = (
 # [LayerNorm, Linear, GELU, Dropout, Linear, Dropout]) or a RepMixerBlock (token_mixer: MobileOne
 # ``norm`` with only a BN skip branch, ``mixer`` with BN skip + one conv/BN branch; convffn).
 _T, _L = rf"transformer\.{_I}\.", r"layers.\g<i>."  # a MobileCLIP layer -> an HF layer
-_MOBILECLIP_RULES: list[Rule] = [  # backbone.language_backbone.encoder. -> text_encoder.
+MOBILECLIP_RULES: list[Rule] = [  # backbone.language_backbone.encoder. -> text_encoder.
     (r"embedding_layer\.weight", "embeddings.token_embedding.weight"),
     (r"positional_embedding\.pos_embed\.pos_embed", "embeddings.position_embedding.position_embedding"),
     (rf"final_layer_norm\.{_W}", r"final_layer_norm.\g<p>"),
@@ -212,7 +212,7 @@ _CLIP_RULES: list[Rule] = [  # backbone.language_backbone.encoder. -> text_encod
     (r"positional_embedding", "text_model.embeddings.position_embedding.weight"),  # [P, H] in both
     (rf"ln_final\.{_W}", r"text_model.final_layer_norm.\g<p>"),
     (r"text_projection", "text_projection.weight"),  # stored [in, out] for ``x @ P``; transposed below
-    *_mha(rf"transformer\.resblocks\.{_I}\.attn", r"text_model.encoder.layers.\g<i>.self_attn", out="out_proj"),
+    *mha_rules(rf"transformer\.resblocks\.{_I}\.attn", r"text_model.encoder.layers.\g<i>.self_attn", out="out_proj"),
     (rf"transformer\.resblocks\.{_I}\.ln_(?P<n>[12])\.{_W}", r"text_model.encoder.layers.\g<i>.layer_norm\g<n>.\g<p>"),
     (rf"transformer\.resblocks\.{_I}\.mlp\.c_fc\.{_W}", r"text_model.encoder.layers.\g<i>.mlp.fc1.\g<p>"),
     (rf"transformer\.resblocks\.{_I}\.mlp\.c_proj\.{_W}", r"text_model.encoder.layers.\g<i>.mlp.fc2.\g<p>"),
@@ -377,7 +377,7 @@ def _convert_sam3_detector(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """The parts SAM3 and EfficientSAM3 share: ViT + FPN neck, geometry encoder, DETR, heads."""
     out: dict[str, Tensor] = {}
     for src, dst, rules in _DETECTOR_PARTS:
-        for key, tensor in _rename(state, src, dst, rules).items():
+        for key, tensor in rename_keys(state, src, dst, rules).items():
             _put(out, key, tensor)
     key = "vision_encoder.backbone.embeddings.position_embeddings"
     if key in out:
@@ -387,9 +387,9 @@ def _convert_sam3_detector(state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 def _convert_mobileclip_text(state: dict[str, Tensor], context_length: int | None) -> dict[str, Tensor]:
     """EfficientSAM3 LiteText: the MobileCLIP student and its ``projector`` (-> ``text_projection``)."""
-    out = _rename(state, _TEXT_PREFIX + "encoder.", "text_encoder.", _MOBILECLIP_RULES)
-    out.update(_rename(state, _TEXT_PREFIX + "projector.", "text_projection.", _LINEAR))
-    _transpose_projection(out, "text_encoder.projection.weight")
+    out = rename_keys(state, _TEXT_PREFIX + "encoder.", "text_encoder.", MOBILECLIP_RULES)
+    out.update(rename_keys(state, _TEXT_PREFIX + "projector.", "text_projection.", _LINEAR))
+    transpose_projection(out, "text_encoder.projection.weight")
     key = "text_encoder.embeddings.position_embedding.position_embedding"  # [1, 1, P, H]
     if key in out:
         out[key] = _truncate_positions(out[key], context_length, dim=2)
@@ -398,9 +398,9 @@ def _convert_mobileclip_text(state: dict[str, Tensor], context_length: int | Non
 
 def _convert_clip_text(state: dict[str, Tensor], context_length: int | None) -> dict[str, Tensor]:
     """SAM3: the open_clip-style CLIP tower and its ``resizer`` (-> ``text_projection``)."""
-    out = _rename(state, _TEXT_PREFIX + "encoder.", "text_encoder.", _CLIP_RULES)
-    out.update(_rename(state, _TEXT_PREFIX + "resizer.", "text_projection.", _LINEAR))
-    _transpose_projection(out, "text_encoder.text_projection.weight")
+    out = rename_keys(state, _TEXT_PREFIX + "encoder.", "text_encoder.", _CLIP_RULES)
+    out.update(rename_keys(state, _TEXT_PREFIX + "resizer.", "text_projection.", _LINEAR))
+    transpose_projection(out, "text_encoder.text_projection.weight")
     key = "text_encoder.text_model.embeddings.position_embedding.weight"  # [P, H]
     if key in out:
         out[key] = _truncate_positions(out[key], context_length, dim=0)
@@ -448,7 +448,7 @@ def _drop_unused(state: dict[str, Tensor]) -> None:
         del state[key]
 
 
-def _rename(state: dict[str, Tensor], src: str, dst: str, rules: list[Rule]) -> dict[str, Tensor]:
+def rename_keys(state: dict[str, Tensor], src: str, dst: str, rules: list[Rule]) -> dict[str, Tensor]:
     """Pop the keys under ``src`` that a rule matches; return them under ``dst``, fused q/k/v split.
 
     Keys under ``src`` that no rule matches stay in ``state`` (and are reported as leftovers).
@@ -497,7 +497,7 @@ def _truncate_positions(table: Tensor, context_length: int | None, dim: int) -> 
     return table.narrow(dim, 0, context_length).clone()
 
 
-def _transpose_projection(out: dict[str, Tensor], key: str) -> None:
+def transpose_projection(out: dict[str, Tensor], key: str) -> None:
     """Parameters used as ``x @ P`` ([in, out]) -> Linear weights ([out, in])."""
     if key in out:
         if out[key].ndim != 2:

@@ -121,10 +121,18 @@ def load_image(path: str | os.PathLike) -> PIL.Image.Image:
         raise FileNotFoundError(f"image file not found: {path!r}")
     try:
         with PIL.Image.open(path) as img:
-            img = PIL.ImageOps.exif_transpose(img)  # also forces the full decode, so corruption shows here
-            return _pil_to_rgb(img, composite_alpha=False)
+            return upright_rgb(img)
     except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image file {path!r}: {err}") from err
+
+
+def upright_rgb(img: PIL.Image.Image) -> PIL.Image.Image:
+    """A decoded image file as sam3lite reads files: EXIF orientation applied, RGB, alpha dropped.
+
+    exif_transpose copies the image, which forces the full decode: corrupt or truncated data
+    raises here (OSError / SyntaxError / ValueError from PIL).
+    """
+    return _pil_to_rgb(PIL.ImageOps.exif_transpose(img), composite_alpha=False)
 
 
 def _pil_to_rgb(img: PIL.Image.Image, composite_alpha: bool) -> PIL.Image.Image:

@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from ..checkpoint import CheckpointError, load_state_dict_strict
 from ..config import Sam3LiteTextConfig, TextConfig
 from ..convert import (  # the project's rename machinery for original checkpoints
-    _MOBILECLIP_RULES,
-    _mha,
-    _rename,
-    _transpose_projection,
+    MOBILECLIP_RULES,
     convert_original_state_dict,
     is_original_checkpoint,
+    mha_rules,
+    rename_keys,
+    transpose_projection,
     unwrap_checkpoint,
 )
 from ..variants import VARIANTS
@@ -241,9 +241,9 @@ def convert_apple_text(state: dict[str, torch.Tensor], prefix: str = "text_encod
     rename table applies; ``projection_layer`` ([in, out], used as ``x @ P``) is transposed.
     """
     source = {k: v for k, v in state.items() if k.startswith(prefix)} if prefix else dict(_apple_keys(state))
-    out = _rename(source, prefix, "text_encoder.", _MOBILECLIP_RULES)
+    out = rename_keys(source, prefix, "text_encoder.", MOBILECLIP_RULES)
     _refuse_leftovers(source, "Apple MobileCLIP")
-    _transpose_projection(out, "text_encoder.projection.weight")
+    transpose_projection(out, "text_encoder.projection.weight")
     return out
 
 
@@ -262,7 +262,7 @@ _OPEN_CLIP_RULES = [  # open_clip TextTransformer -> text_encoder.
     (r"text_projection", "projection.weight"),  # a [H, E] parameter used as x @ P; transposed below
     (r"text_projection\.weight", "projection.weight"),  # newer open_clip: a Linear, already [E, H]
     (rf"{_OC}\.ln_(?P<n>[12])\.{_P}", r"layers.\g<i>.layer_norm\g<n>.\g<p>"),
-    *_mha(rf"{_OC}\.attn", r"layers.\g<i>.self_attn", out="out_proj"),
+    *mha_rules(rf"{_OC}\.attn", r"layers.\g<i>.self_attn", out="out_proj"),
     (rf"{_OC}\.mlp\.c_fc\.{_P}", r"layers.\g<i>.mlp.fc1.\g<p>"),
     (rf"{_OC}\.mlp\.c_proj\.{_P}", r"layers.\g<i>.mlp.fc2.\g<p>"),
 ]
@@ -277,17 +277,17 @@ def convert_open_clip_text(state: dict[str, torch.Tensor], prefix: str = "text."
     source = {k: v for k, v in state.items() if k.startswith(prefix) and k[len(prefix) :].startswith(roots)}
     source.pop(prefix + "attn_mask", None)  # a causal-mask buffer in some versions; recomputed, not a weight
     linear_projection = prefix + "text_projection.weight" in source
-    out = _rename(source, prefix, "text_encoder.", _OPEN_CLIP_RULES)
+    out = rename_keys(source, prefix, "text_encoder.", _OPEN_CLIP_RULES)
     _refuse_leftovers(source, "open_clip")
     table = out["text_encoder.embeddings.position_embedding.position_embedding"]
     out["text_encoder.embeddings.position_embedding.position_embedding"] = table.reshape(1, 1, *table.shape)
     if not linear_projection:
-        _transpose_projection(out, "text_encoder.projection.weight")
+        transpose_projection(out, "text_encoder.projection.weight")
     return out
 
 
 def _refuse_leftovers(source: dict[str, Any], layout: str) -> None:
-    """``_rename`` pops what it converts; anything left has no place in the student."""
+    """``rename_keys`` pops what it converts; anything left has no place in the student."""
     if source:
         keys = ", ".join(sorted(source)[:10])
         raise CheckpointError(f"{len(source)} {layout} text keys have no place in the student: {keys}")

@@ -10,7 +10,7 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from ..images import ImageSettings, _pil_to_rgb, preprocess_images
+from ..images import ImageSettings, preprocess_images, upright_rgb
 from .errors import ApiError, invalid
 
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
@@ -52,8 +52,7 @@ def decode_image(data: bytes, max_pixels: int) -> PIL.Image.Image:
     if width * height > max_pixels:
         raise _too_large((width, height), max_pixels)
     try:
-        # exif_transpose copies the image, which forces the full decode: truncated files fail here.
-        return _pil_to_rgb(PIL.ImageOps.exif_transpose(img), composite_alpha=False)
+        return upright_rgb(img)  # decodes fully: truncated files fail here
     except PIL.Image.DecompressionBombError as err:
         raise _too_large((width, height), max_pixels) from err
     except _PIL_ERRORS as err:
