@@ -12,6 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Every LayerNorm of the prompt/DETR/mask parts was trained with eps 1e-5 (PyTorch's default); the
+# configs' layer_norm_eps (1e-6) is stored for round trips but unused, as in the reference.
+HEAD_LAYER_NORM_EPS = 1e-5
+
 _ACTIVATIONS = {
     "gelu": nn.GELU,
     "relu": nn.ReLU,

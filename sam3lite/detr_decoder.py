@@ -14,11 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, Attention, HeadMLP, box_cxcywh_to_xyxy, inverse_sigmoid, key_padding_mask
+from .common import HEAD_LAYER_NORM_EPS, MLP, Attention, HeadMLP, box_cxcywh_to_xyxy, inverse_sigmoid, key_padding_mask
 from .config import DETRDecoderConfig
 from .position import encode_boxes
 
-LN_EPS = 1e-5  # the reference's LayerNorms use the default eps, not the config's layer_norm_eps
 PRESENCE_CLAMP = 10.0
 
 
@@ -43,13 +42,13 @@ class DecoderLayer(nn.Module):
         super().__init__()
         dim, heads = config.hidden_size, config.num_attention_heads
         self.self_attn = Attention(dim, heads)
-        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.self_attn_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.text_cross_attn = Attention(dim, heads)
-        self.text_cross_attn_layer_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.text_cross_attn_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.vision_cross_attn = Attention(dim, heads)
-        self.vision_cross_attn_layer_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.vision_cross_attn_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.mlp = MLP(dim, config.intermediate_size, config.hidden_act)
-        self.mlp_layer_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.mlp_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
 
     def forward(
         self,
@@ -103,13 +102,13 @@ class DetrDecoder(nn.Module):
         self.hidden_size = dim
         self.num_heads = heads
         self.layers = nn.ModuleList([DecoderLayer(config) for _ in range(config.num_layers)])
-        self.output_layer_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.output_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.box_head = HeadMLP(dim, dim, 4, num_layers=3)
         self.query_embed = nn.Embedding(config.num_queries, dim)
         self.reference_points = nn.Embedding(config.num_queries, 4)
         self.presence_token = nn.Embedding(1, dim)
         self.presence_head = HeadMLP(dim, dim, 1, num_layers=3)
-        self.presence_layer_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.presence_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.ref_point_head = HeadMLP(2 * dim, dim, dim, num_layers=2)
         self.box_rpb_embed_x = HeadMLP(2, dim, heads, num_layers=2)
         self.box_rpb_embed_y = HeadMLP(2, dim, heads, num_layers=2)

@@ -12,10 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .common import MLP, Attention, key_padding_mask
+from .common import HEAD_LAYER_NORM_EPS, MLP, Attention, key_padding_mask
 from .config import DETREncoderConfig
-
-LAYER_NORM_EPS = 1e-5  # what the checkpoints were trained with; the config's layer_norm_eps is unused
 
 
 @dataclass
@@ -40,11 +38,11 @@ class DetrEncoderLayer(nn.Module):
     def __init__(self, config: DETREncoderConfig) -> None:
         super().__init__()
         dim = config.hidden_size
-        self.layer_norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.layer_norm1 = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.self_attn = Attention(dim, config.num_attention_heads)
-        self.layer_norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.layer_norm2 = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.cross_attn = Attention(dim, config.num_attention_heads)
-        self.layer_norm3 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.layer_norm3 = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.mlp = MLP(dim, config.intermediate_size, config.hidden_act)
         self.dropout = nn.Dropout(config.dropout)
 

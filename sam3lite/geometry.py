@@ -12,11 +12,10 @@ import torch
 import torchvision
 from torch import nn
 
-from .common import MLP, Attention, box_cxcywh_to_xyxy, key_padding_mask
+from .common import HEAD_LAYER_NORM_EPS, MLP, Attention, box_cxcywh_to_xyxy, key_padding_mask
 from .config import GeometryEncoderConfig
 from .position import encode_coords
 
-LAYER_NORM_EPS = 1e-5  # what the checkpoints were trained with; the config's layer_norm_eps is unused
 PAD_LABEL = -10  # the processor's label for padding boxes
 
 
@@ -26,11 +25,11 @@ class GeometryEncoderLayer(nn.Module):
     def __init__(self, config: GeometryEncoderConfig) -> None:
         super().__init__()
         dim = config.hidden_size
-        self.layer_norm1 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.layer_norm1 = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.self_attn = Attention(dim, config.num_attention_heads)
-        self.layer_norm2 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.layer_norm2 = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.cross_attn = Attention(dim, config.num_attention_heads)
-        self.layer_norm3 = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.layer_norm3 = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.mlp = MLP(dim, config.intermediate_size, config.hidden_act)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -61,11 +60,11 @@ class GeometryEncoder(nn.Module):
         self.boxes_direct_project = nn.Linear(4, dim)
         self.boxes_pool_project = nn.Conv2d(dim, dim, config.roi_size)
         self.boxes_pos_enc_project = nn.Linear(dim + 2, dim)
-        self.vision_layer_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.vision_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.final_proj = nn.Linear(dim, dim)
-        self.prompt_layer_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.prompt_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.layers = nn.ModuleList(GeometryEncoderLayer(config) for _ in range(config.num_layers))
-        self.output_layer_norm = nn.LayerNorm(dim, eps=LAYER_NORM_EPS)
+        self.output_layer_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
 
     def forward(
         self,

@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import Attention, key_padding_mask
+from .common import HEAD_LAYER_NORM_EPS, Attention, key_padding_mask
 from .config import MaskDecoderConfig
 
-LN_EPS = 1e-5
 GROUPS = 8
 
 
@@ -66,7 +65,7 @@ class MaskDecoder(nn.Module):
         self.instance_projection = nn.Conv2d(dim, dim, kernel_size=1)
         self.semantic_projection = nn.Conv2d(dim, 1, kernel_size=1)
         self.prompt_cross_attn = Attention(dim, config.num_attention_heads)
-        self.prompt_cross_attn_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.prompt_cross_attn_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
 
     def forward(
         self,

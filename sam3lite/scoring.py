@@ -10,10 +10,9 @@ import math
 import torch
 from torch import nn
 
-from .common import HeadMLP
+from .common import HEAD_LAYER_NORM_EPS, HeadMLP
 from .config import DETRDecoderConfig
 
-LN_EPS = 1e-5
 LOGIT_CLAMP = 12.0
 
 
@@ -24,7 +23,7 @@ class DotProductScoring(nn.Module):
         super().__init__()
         dim = config.hidden_size
         self.text_mlp = HeadMLP(dim, config.intermediate_size, dim, num_layers=2)
-        self.text_mlp_out_norm = nn.LayerNorm(dim, eps=LN_EPS)
+        self.text_mlp_out_norm = nn.LayerNorm(dim, eps=HEAD_LAYER_NORM_EPS)
         self.text_proj = nn.Linear(dim, dim)
         self.query_proj = nn.Linear(dim, dim)
         self.scale = 1.0 / math.sqrt(dim)
