@@ -61,8 +61,11 @@ def _download(repo_id: str, asked: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
     except Exception as err:  # network, auth, missing repo: all end the same way for the user
+        # One line: the hub's own messages span several lines and would bury the advice below.
+        detail = " ".join(str(err).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise CheckpointError(
-            f"could not get model {asked!r} (hub repo {repo_id!r}): {type(err).__name__}: {err}. "
+            f"could not get model {asked!r} (hub repo {repo_id!r}): {type(err).__name__}: {detail} "
             f"Without network access, download the repo elsewhere and pass its local directory, e.g. "
             f"sam3lite.load('/path/to/{repo_id.split('/')[-1]}') or --model /path/to/dir."
         ) from err
