@@ -212,8 +212,8 @@ def test_cli_rejects_two_files_with_one_name(tmp_path, capsys):
     assert "share the corpus name 'same'" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not PROMPTS_DIR.is_dir(), reason="shared prompt lists not checked out beside the repo")
 def test_shared_prompt_lists(tmp_path):
+    assert PROMPTS_DIR.is_dir(), f"shared prompt lists not found at {PROMPTS_DIR} (CI clones shared/ beside the repo)"
     files = [PROMPTS_DIR / "lvis_v1.txt", PROMPTS_DIR / "coco80.txt", PROMPTS_DIR / "refytvos_valid_expressions.txt"]
     assert main(["anatomy", *map(str, files), "--out", str(tmp_path)]) == 0
     corpora = json.loads((tmp_path / "report.json").read_text())["corpora"]
