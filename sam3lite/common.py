@@ -47,6 +47,9 @@ class Attention(nn.Module):
         dim: model width C; ``num_heads`` must divide it.
     """
 
+    # Name of the output projection in checkpoints: SAM3's parts say o_proj, CLIP-style text towers out_proj.
+    out_name = "o_proj"
+
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         if dim % num_heads:
@@ -56,7 +59,7 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
-        self.o_proj = nn.Linear(dim, dim)
+        setattr(self, self.out_name, nn.Linear(dim, dim))
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -68,15 +71,16 @@ class Attention(nn.Module):
         key: torch.Tensor,
         value: torch.Tensor,
         attn_mask: torch.Tensor | None = None,
+        is_causal: bool = False,
     ) -> torch.Tensor:
         """query [B, Nq, C], key/value [B, Nk, C]; attn_mask is a bool (True = attend) or additive
-        float mask broadcastable to [B, heads, Nq, Nk]. Returns [B, Nq, C]."""
+        float mask broadcastable to [B, heads, Nq, Nk]; ``is_causal`` masks future keys. Returns [B, Nq, C]."""
         q = self._split(self.q_proj(query))
         k = self._split(self.k_proj(key))
         v = self._split(self.v_proj(value))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         b, _, nq, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(b, nq, -1))
+        return getattr(self, self.out_name)(out.transpose(1, 2).reshape(b, nq, -1))
 
 
 def key_padding_mask(valid: torch.Tensor | None) -> torch.Tensor | None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, activation
+from .common import MLP, Attention, activation
 from .config import TextConfig
 
 
@@ -66,28 +66,14 @@ def check_text_inputs(
             raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
 
 
-class TextAttention(nn.Module):
-    """Self-attention with ``q_proj``/``k_proj``/``v_proj``/``out_proj`` (CLIP key names), on SDPA."""
+class TextAttention(Attention):
+    """Self-attention with CLIP's key names (``out_proj``), on SDPA."""
 
-    def __init__(self, dim: int, num_heads: int) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"hidden_size={dim} is not divisible by num_attention_heads={num_heads}")
-        self.num_heads = num_heads
-        self.head_dim = dim // num_heads
-        self.q_proj = nn.Linear(dim, dim)
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+    out_name = "out_proj"
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
         """x [B, T, C]; attn_mask bool (True = attend) broadcastable to [B, heads, T, T]. Returns [B, T, C]."""
-        b, t, c = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, T, d)
-        k = self.k_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, c))
+        return super().forward(x, x, x, attn_mask, is_causal)
 
 
 class TransformerLayer(nn.Module):
