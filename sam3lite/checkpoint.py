@@ -226,15 +226,13 @@ def _describe_mismatch(source: str, missing: list[str], unexpected: list[str], m
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CPU; ``"auto"`` -> CUDA, else MPS, else CPU; anything else as given."""
+    """``None`` -> CPU; ``"auto"`` -> CUDA (this rank's GPU), else MPS, else CPU; anything else as given."""
     if device is None:
         return torch.device("cpu")
     if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        from .runtime import select_device  # one definition of "auto" (cuda:LOCAL_RANK, MPS, CPU)
+
+        return select_device("auto")
     try:
         return torch.device(device)
     except (RuntimeError, TypeError) as err:
@@ -277,14 +275,10 @@ def load(
             float32), ``"bfloat16"``, ``"float16"`` or a torch dtype.
     """
     from .model import Sam3LiteTextModel
+    from .runtime import select_dtype  # "auto": bfloat16 on AMX/AVX512-BF16 CPUs and CUDA sm80+, else float32
 
     target_device = resolve_device(device)
-    if dtype == "auto":
-        from .runtime import fast_dtype  # bfloat16 on AMX/AVX512-BF16 CPUs and CUDA sm80+, else float32
-
-        target_dtype = fast_dtype(target_device)
-    else:
-        target_dtype = resolve_dtype(dtype)
+    target_dtype = select_dtype(dtype, target_device)
     path = resolve(name_or_path)
     config, state = read_checkpoint(path)
     with skip_weight_init():

@@ -50,7 +50,7 @@ def fast_dtype(device: torch.device) -> torch.dtype:
     return torch.float32  # MPS and others: float32 is the safe choice
 
 
-def select_dtype(name: str, device: torch.device) -> torch.dtype:
+def select_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``"auto"`` -> ``fast_dtype(device)``; any other name as ``sam3lite.load`` reads it."""
     return fast_dtype(device) if name == "auto" else resolve_dtype(name)
 
