@@ -188,8 +188,7 @@ class Sam3LiteTextModel(nn.Module):
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextFeatures:
         """input_ids [B, T] -> prompt tokens [B, T, C] (``pooler_output``), computed once per prompt."""
-        _check_text(input_ids, attention_mask)
-        encoded = self.text_encoder(input_ids, attention_mask)
+        encoded = self.text_encoder(input_ids, attention_mask)  # the encoder validates both arguments
         return TextFeatures(
             pooler_output=self.text_projection(encoded.last_hidden_state),
             last_hidden_state=encoded.last_hidden_state,
@@ -375,17 +374,6 @@ def _check_tensor(name: str, value: Any, ndim: int, floating: bool | None = None
         raise ValueError(f"{name} must be a floating-point tensor, got {value.dtype}")
     if floating is False and value.is_floating_point():
         raise ValueError(f"{name} must be an integer tensor, got {value.dtype}")
-
-
-def _check_text(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-    _check_tensor("input_ids", input_ids, ndim=2, floating=False)
-    if attention_mask is not None:
-        _check_tensor("attention_mask", attention_mask, ndim=2)
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"attention_mask shape {tuple(attention_mask.shape)} must equal input_ids shape "
-                f"{tuple(input_ids.shape)}"
-            )
 
 
 def _check_boxes(
