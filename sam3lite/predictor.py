@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,11 @@ class PromptResult:
     masks: torch.Tensor
     boxes: torch.Tensor
     scores: torch.Tensor
-    image_size: tuple[int, int] = field(default=(0, 0))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of the image the masks cover."""
+        return (int(self.masks.shape[-2]), int(self.masks.shape[-1]))
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
@@ -224,7 +228,6 @@ class Predictor:
                 masks=binarize_masks(item.mask_logits.float().sigmoid(), self.image_size, mask_threshold, torch.bool),
                 boxes=item.boxes.float() * scale,
                 scores=item.scores.float(),
-                image_size=self.image_size,
             )
             for prompt, item in zip(prompts, found, strict=True)
         ]
