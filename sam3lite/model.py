@@ -263,8 +263,15 @@ class Sam3LiteTextModel(nn.Module):
         stage = self._detect(vision_embeds, prompt, prompt_valid)
         scores = stage.logits.float().sigmoid() * stage.presence_logits.float().sigmoid()
         results = []
+        mask_size = vision_embeds.fpn_hidden_states[0].shape[-2:]
         for i in range(scores.shape[0]):
             keep = (scores[i] > threshold).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                # Nothing kept: skip the pixel decoder, the largest per-prompt cost after the DETR encoder
+                # (two 3x3 convolutions at 144² and 288²).
+                empty = stage.queries.new_zeros((0, *mask_size))
+                results.append(Detections(scores=scores[i, keep], boxes=stage.boxes[i, keep], mask_logits=empty))
+                continue
             features = [f[i : i + 1] if f.shape[0] > 1 else f for f in vision_embeds.fpn_hidden_states]
             masks, _ = self.mask_decoder(
                 stage.queries[i : i + 1, keep],

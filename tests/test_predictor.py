@@ -161,3 +161,18 @@ def test_predict_before_set_image(setup):
     _, model, _ = setup
     with pytest.raises(RuntimeError, match="set_image"):
         Predictor(model, Processor(image_size=112)).predict(text="cat")
+
+
+def test_prompt_with_nothing_kept_skips_the_mask_head(setup, predictor, monkeypatch):
+    _, model, _ = setup
+    calls = []
+    original = type(model.mask_decoder).forward
+    monkeypatch.setattr(type(model.mask_decoder), "forward", lambda *a, **k: calls.append(1) or original(*a, **k))
+    kept = predictor.predict(text=PROMPTS[:2], threshold=0.0)
+    assert len(calls) == 2 and all(len(r) > 0 for r in kept)
+    calls.clear()
+    none = predictor.predict(text=PROMPTS[:2], threshold=1.0)
+    assert calls == []
+    for result in none:
+        assert len(result) == 0 and result.masks.shape == (0, 150, 203) and result.masks.dtype == torch.bool
+        assert result.boxes.shape == (0, 4) and result.scores.shape == (0,)
