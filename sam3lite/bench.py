@@ -9,10 +9,14 @@ reference): ``pip install transformers==5.23.0``.
 from __future__ import annotations
 
 import copy
+import ctypes
 import gc
 import json
+import os
 import platform
 import statistics
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +64,62 @@ def median_time(fn: Callable[[], Any], repeats: int, device: torch.device) -> fl
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux ``/proc``; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc
+
+
+class PeakMemory:
+    """Peak memory a block adds, in MiB: CUDA's allocator peak on a GPU, resident-set growth on CPU.
+
+    On CPU a thread samples the RSS every millisecond (torch releases the GIL in its kernels);
+    ``mib`` is the highest sample minus the RSS when the block began, None where RSS is unreadable.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.mib: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        gc.collect()
+        _malloc_trim()  # hand freed heap back to the OS so earlier work does not hide this block's growth
+        self._start = self._peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mib = (torch.cuda.max_memory_allocated(self.device) - self._start) / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, _rss_bytes())
+        self.mib = (self._peak - self._start) / 2**20 if self._start else None
 
 
 def _randomize(model: torch.nn.Module, seed: int = 0) -> None:
@@ -151,6 +211,9 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         rows.append({"name": f"rel. error vs float32 reference ({label})", **errors})
         del ref, ours
         gc.collect()
+    del configs, ours32
+    if not any("load to first result".startswith(s) for s in settings.skip if s):
+        rows.append(load_to_first_result(settings, ref32, px1, ids1, mask1))
     return {
         "settings": settings.__dict__,
         "machine": {
@@ -164,6 +227,47 @@ def run(settings: BenchSettings) -> dict[str, Any]:
         "sam3lite_load_s": load_s,
         "rows": rows,
     }
+
+
+def load_to_first_result(
+    settings: BenchSettings, ref32: torch.nn.Module, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+) -> dict[str, Any]:
+    """Seconds from a checkpoint directory on disk to the first output (load + one forward), each
+    implementation once, in the benchmark dtype; the directory is ``--checkpoint`` or the random
+    weights saved to a temporary directory."""
+    from transformers import AutoModel
+
+    from .checkpoint import load
+
+    device, dtype = torch.device(settings.device), resolve_dtype(settings.dtype)
+    row: dict[str, Any] = {"name": f"load to first result ({settings.dtype})"}
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = settings.checkpoint or tmp
+        if not settings.checkpoint:
+            ref32.save_pretrained(tmp)
+        del ref32
+        gc.collect()
+
+        def reference() -> Any:
+            model = AutoModel.from_pretrained(directory, dtype=dtype).to(device).eval()
+            with torch.inference_mode():
+                return model(pixel_values=pixels.to(dtype), input_ids=ids, attention_mask=mask)
+
+        def ours() -> Any:
+            model = load(directory, device=device, dtype=dtype)
+            with torch.inference_mode():
+                return model(pixel_values=pixels.to(dtype), input_ids=ids, attention_mask=mask)
+
+        for who, fn in (("reference", reference), ("sam3lite", ours)):
+            with PeakMemory(device) as peak:
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                row[f"{who}_s"] = time.perf_counter() - start
+            row[f"{who}_peak_mib"] = peak.mib
+            gc.collect()
+    row["speedup"] = row["reference_s"] / row["sam3lite_s"]
+    return row
 
 
 def _device_name(device: torch.device) -> str:
@@ -185,11 +289,9 @@ def _measure(label, ref, ours, px1, ids1, mask1, ids, mask, pixels, settings, de
         row: dict[str, Any] = {"name": f"{name} ({label})"}
         with torch.inference_mode():
             for who, fn in (("reference", ref_fn), ("sam3lite", ours_fn)):
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                row[f"{who}_s"] = median_time(fn, rep, device)
-                if device.type == "cuda":
-                    row[f"{who}_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+                with PeakMemory(device) as peak:
+                    row[f"{who}_s"] = median_time(fn, rep, device)
+                row[f"{who}_peak_mib"] = peak.mib
         row["speedup"] = row["reference_s"] / row["sam3lite_s"]
         rows.append(row)
 
@@ -256,11 +358,8 @@ def format_markdown(report: dict[str, Any]) -> str:
     errors = []
     for row in report["rows"]:
         if "speedup" in row:
-            peak = (
-                f"{row['reference_peak_mib']:.0f} / {row['sam3lite_peak_mib']:.0f}"
-                if "sam3lite_peak_mib" in row
-                else "-"
-            )
+            peaks = (row.get("reference_peak_mib"), row.get("sam3lite_peak_mib"))
+            peak = " / ".join("-" if p is None else f"{p:.0f}" for p in peaks)
             times = f"{row['reference_s']:.3f} | {row['sam3lite_s']:.3f} | {row['speedup']:.2f}x"
             lines.append(f"| {row['name']} | {times} | {peak} |")
         else:

@@ -177,7 +177,8 @@ class RoPEAttention(nn.Module):
         )
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return torch.cat(params[:3]), torch.cat(params[3:])
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        # Inference tensors (parameters created under inference_mode) carry no version counter.
+        key = tuple((p.data_ptr(), -1 if p.is_inference() else p._version, p.dtype) for p in params)
         if getattr(self, "_fused_key", None) != key:
             with torch.no_grad():
                 self._fused = (torch.cat(params[:3]), torch.cat(params[3:]))

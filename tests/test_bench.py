@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import torch
 from reference import save_reference, tiny_config_dict
 
 from sam3lite.cli import main
@@ -29,7 +30,20 @@ def test_bench_on_tiny_checkpoint(tmp_path, capsys):
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
     timed = [row for row in report["rows"] if "speedup" in row]
-    assert len(timed) == 6 and all(row["sam3lite_s"] > 0 and row["reference_s"] > 0 for row in timed)
+    assert len(timed) == 7 and all(row["sam3lite_s"] > 0 and row["reference_s"] > 0 for row in timed)
+    assert timed[-1]["name"] == "load to first result (float32)"
+    # CPU peak memory is the resident-set growth during each measurement: present and sane.
+    assert all(row["sam3lite_peak_mib"] is not None and row["sam3lite_peak_mib"] >= 0 for row in timed)
     errors = [row for row in report["rows"] if "pred_logits" in row]
     assert errors and errors[0]["pred_logits"] < 1e-4  # float32 against the float32 reference
     assert "| image encoder (float32) |" in capsys.readouterr().out
+
+
+def test_peak_memory_sees_a_cpu_allocation():
+    from sam3lite.bench import PeakMemory
+
+    with PeakMemory(torch.device("cpu")) as peak:
+        block = torch.ones(64, 2**20 // 4 * 4)  # 256 MiB, touched
+        block.sum()
+    del block
+    assert peak.mib is not None and 200 < peak.mib < 400

@@ -143,3 +143,12 @@ def test_bad_pixel_values(tiny, pixels):
     model = _ours(vision, state)
     with pytest.raises(ValueError, match=r"pixel_values.*\[batch, 3, 112, 112\]"):
         model(pixels)
+
+
+def test_built_under_inference_mode(tiny):
+    """Parameters created under inference_mode have no version counter; the fused q/k/v cache copes."""
+    config, ref, state = tiny
+    pixels = _pixels(config["backbone_config"]["image_size"], batch=1)
+    with torch.inference_mode():
+        ours = _ours(config, state)
+        _assert_parity(ours(pixels), ref(pixels), num_levels=3)
