@@ -143,3 +143,26 @@ def test_outputs_support_dict_access(pair):
     assert out["pred_logits"] is out.pred_logits
     assert out.get("nope") is None
     assert set(OUTPUTS) <= set(out.keys())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_close_to_float32(pair, dtype):
+    """The whole detector in bfloat16 / float16 stays close to float32 (sensitive parts run in float32)."""
+    import copy
+
+    _, ours, _ = pair
+    half = copy.deepcopy(ours).to(dtype)
+    ids, mask = text_inputs(2, lengths=[4, 11])
+    boxes = torch.tensor([[[0.5, 0.5, 0.4, 0.3]], [[0.3, 0.6, 0.2, 0.2]]])
+    inputs = dict(pixel_values=_pixels(), input_ids=ids, attention_mask=mask, input_boxes=boxes)
+    with torch.no_grad():
+        expected, got = ours(**inputs), half(**inputs)
+    for name in OUTPUTS:
+        value = getattr(got, name)
+        # Boxes and presence come out in float32: that arithmetic is kept there on purpose.
+        assert value.dtype == (torch.float32 if name in ("pred_boxes", "presence_logits") else dtype), name
+        assert bool(value.isfinite().all()), name
+        # Relative to the output's scale, floored at 1: a presence logit near 0 has no relative scale.
+        target = getattr(expected, name)
+        err = (value.float() - target).abs().max() / target.abs().max().clamp(min=1.0)
+        assert err < 5e-2, f"{name}: {err:.2e}"
