@@ -275,7 +275,7 @@ def load(
             float32), ``"bfloat16"``, ``"float16"`` or a torch dtype.
     """
     from .model import Sam3LiteTextModel
-    from .runtime import select_dtype  # "auto": bfloat16 on AMX/AVX512-BF16 CPUs and CUDA sm80+, else float32
+    from .runtime import select_dtype  # "auto": bfloat16 on AMX/AVX512-BF16 CPUs, CUDA sm80+, MPS (macOS 14+)
 
     target_device = resolve_device(device)
     target_dtype = select_dtype(dtype, target_device)

@@ -1,7 +1,8 @@
 """Run-time choices that depend on the machine: which device, which inference dtype.
 
 ``--dtype auto`` means bfloat16 where the hardware runs it fast (CUDA compute capability 8.0+, x86
-CPUs with AMX or AVX512-BF16), else float32: on other hardware bfloat16 is emulated and slower.
+CPUs with AMX or AVX512-BF16, Apple MPS on macOS 14+), else float32: on other hardware bfloat16 is
+emulated and slower.
 """
 
 from __future__ import annotations
@@ -47,7 +48,16 @@ def fast_dtype(device: torch.device) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float32
     if device.type == "cpu":
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
-    return torch.float32  # MPS and others: float32 is the safe choice
+    if device.type == "mps":
+        return torch.bfloat16 if mps_has_bf16() else torch.float32
+    return torch.float32  # anything else: float32 is the safe choice
+
+
+def mps_has_bf16() -> bool:
+    """True on Apple-silicon GPUs with macOS 14+, where MPS runs bfloat16 (float32 before)."""
+    backend = getattr(torch.backends, "mps", None)
+    newer = getattr(backend, "is_macos_or_newer", None)
+    return bool(newer is not None and backend.is_available() and newer(14, 0))
 
 
 def select_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.dtype:

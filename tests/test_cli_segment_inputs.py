@@ -114,6 +114,10 @@ def test_auto_dtype(monkeypatch):
     if torch.cuda.is_available():
         expected = torch.bfloat16 if torch.cuda.get_device_capability() >= (8, 0) else torch.float32
         assert runtime.fast_dtype(torch.device("cuda")) == expected
+    monkeypatch.setattr(runtime, "mps_has_bf16", lambda: True)
+    assert runtime.fast_dtype(torch.device("mps")) == torch.bfloat16
+    monkeypatch.setattr(runtime, "mps_has_bf16", lambda: False)
+    assert runtime.fast_dtype(torch.device("mps")) == torch.float32
     assert runtime.select_device("cpu") == cpu
     with pytest.raises(ValueError):
         runtime.select_device("tpu")
