@@ -291,6 +291,10 @@ def save_pretrained(model: nn.Module, directory: str | Path, max_shard_size: int
     """Write ``config.json`` and safetensors (sharded with an index above ``max_shard_size``)."""
     from huggingface_hub import save_torch_state_dict
 
+    from .quantize import is_quantized
+
+    if is_quantized(model):
+        raise CheckpointError("this model's image encoder is int8-quantized; save the model before quantizing it")
     # torch.compile wraps parts as `<name>._orig_mod`; the checkpoint layout has no such level.
     state = {key.replace("._orig_mod", ""): value for key, value in model.state_dict().items()}
     if any(".reparam_conv." in key for key in state):

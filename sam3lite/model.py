@@ -166,6 +166,17 @@ class Sam3LiteTextModel(nn.Module):
         reparameterize_model(self.text_encoder)
         return self
 
+    def quantize_image_encoder(self) -> Sam3LiteTextModel:
+        """Opt-in int8 ViT linear layers for x86 CPUs (float32 model on the CPU; see ``sam3lite.quantize``).
+
+        Faster where bfloat16 has no hardware support; check its accuracy on your weights with
+        ``sam3lite bench --quantize int8``. Inference only: a quantized model cannot be saved.
+        """
+        from .quantize import quantize_image_encoder
+
+        quantize_image_encoder(self)
+        return self
+
     def compile_parts(self, mode: str = "default") -> Sam3LiteTextModel:
         """``torch.compile`` the image encoder and the heads in place (optional; GPU mostly).
 

@@ -159,6 +159,8 @@ class RoPEAttention(nn.Module):
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.o_proj = nn.Linear(dim, dim)
+        # Set by ``sam3lite.quantize`` to an int8 module computing q/k/v in one product; None = float path.
+        self.qkv: nn.Module | None = None
 
     def fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
         """q/k/v weights stacked [3C, C] and biases [3C]: one GEMM instead of three.
@@ -189,7 +191,8 @@ class RoPEAttention(nn.Module):
         """x [B', N, C] (B' = batch x windows), rope = cos, sin [N, d / 2] -> [B', N, C]."""
         cos, sin = rope
         b, n, _ = x.shape
-        qkv = F.linear(x, *self.fused_qkv()).view(b, n, 3, self.num_heads, self.head_dim)
+        qkv = self.qkv(x) if self.qkv is not None else F.linear(x, *self.fused_qkv())
+        qkv = qkv.view(b, n, 3, self.num_heads, self.head_dim)
         qkv = qkv.permute(2, 0, 3, 1, 4)  # (3, B', heads, N, d)
         q, k = apply_rope(qkv[:2], cos, sin).unbind(0)  # one rotation pass for q and k together
         out = F.scaled_dot_product_attention(q, k, qkv[2], dropout_p=self.dropout if self.training else 0.0)

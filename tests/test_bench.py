@@ -47,3 +47,20 @@ def test_peak_memory_sees_a_cpu_allocation():
         block.sum()
     del block
     assert peak.mib is not None and 200 < peak.mib < 400
+
+
+def test_bench_int8_against_the_float32_reference(tmp_path, capsys):
+    save_reference(tiny_config_dict("s0"), tmp_path / "ckpt")
+    args = ["bench", "--checkpoint", str(tmp_path / "ckpt"), "--repeats", "1", "--batch", "1", "--prompts", "2"]
+    assert main([*args, "--quantize", "int8", "--skip", "load", "--json", str(tmp_path / "r.json")]) == 0
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    int8 = {row["name"]: row for row in rows if "int8" in row["name"]}
+    f32 = {row["name"]: row for row in rows if row["name"].endswith("(float32)")}
+    encoder = int8["image encoder (float32 + int8 image encoder)"]
+    # The reference is timed once and its numbers reused for the int8 rows.
+    assert encoder["reference_s"] == f32["image encoder (float32)"]["reference_s"]
+    errors = int8["rel. error vs float32 reference (float32 + int8 image encoder)"]
+    assert 0 < errors["pred_boxes"] < 5e-2
+    capsys.readouterr()
+    assert main([*args, "--quantize", "int8", "--device", "cuda"]) == 2
+    assert "--quantize int8 runs on the CPU only" in capsys.readouterr().err

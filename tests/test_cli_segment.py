@@ -256,3 +256,21 @@ def test_coco_dataset_input_keeps_its_ids(tiny, tmp_path, capsys, one_thread):
     assert {d["prompt"] for d in record["detections"]} == {"cat", "school bus"}
     assert len(COCO(str(tmp_path / "instances.json")).loadRes(results).anns) == len(results)
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+def test_int8_image_encoder(tiny, tmp_path, capsys, one_thread):
+    """--quantize int8 runs the float32 CPU model with the int8 ViT and says so in summary.json."""
+    write_images(tmp_path / "imgs", IMAGES[:1])
+    common = ["segment", str(tmp_path / "imgs"), "--prompt", "dog", "--model", str(tiny[0]), "--device", "cpu"]
+    common += ["--threshold", "0.0", "--workers", "0", "--no-progress", "--no-overlay"]
+    assert main([*common, "--out", str(tmp_path / "f32"), "--dtype", "float32"]) == 0
+    assert main([*common, "--out", str(tmp_path / "int8"), "--quantize", "int8"]) == 0
+    summary = json.loads((tmp_path / "int8/summary.json").read_text())
+    assert (summary["quantize"], summary["dtype"], summary["done"]) == ("int8", "float32", 1)
+    exact, int8 = (json.loads((tmp_path / d / "a__x.json").read_text())["detections"] for d in ("f32", "int8"))
+    assert len(exact) == len(int8) > 0  # threshold 0 keeps every query
+    scores = [torch.tensor([d["score"] for d in run]) for run in (exact, int8)]
+    assert 0 < (scores[0] - scores[1]).abs().max() < 0.05
+    capsys.readouterr()
+    assert main([*common, "--out", str(tmp_path / "bf16"), "--quantize", "int8", "--dtype", "bfloat16"]) == 2
+    assert "needs a float32 model on the CPU" in capsys.readouterr().err

@@ -24,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=4, help="images for the batched measurement (1 skips it)")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--compile", action="store_true", help="torch.compile sam3lite's parts")
+    parser.add_argument(
+        "--quantize", choices=["int8"], help="also time sam3lite float32 with the int8 image encoder (CPU)"
+    )
     parser.add_argument("--skip", action="append", default=[], help="leave out measurements starting with this")
     parser.add_argument("--json", type=Path, help="also write the full report as JSON here")
     return parser
@@ -39,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.prompts <= 8 or args.repeats < 1 or args.batch < 1:
         raise UsageError("--prompts must be 1..8, --repeats and --batch at least 1")
+    if args.quantize and args.device != "cpu":
+        raise UsageError("--quantize int8 runs on the CPU only (use --device cpu)")
     settings = BenchSettings(
         checkpoint=args.checkpoint,
         variant=args.variant,
@@ -49,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         batch=args.batch,
         threads=args.threads,
         compile=args.compile,
+        quantize=args.quantize,
         skip=args.skip,
     )
     report = run_bench(settings)

@@ -67,6 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     how.add_argument("--model", default="s0", help="s0, s1, l, sam3, a hub id or a local checkpoint (s0)")
     how.add_argument("--device", default="auto", choices=DEVICES, help="auto: cuda:LOCAL_RANK, else mps, else cpu")
     how.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 where the hardware is fast at it")
+    how.add_argument(
+        "--quantize", choices=["int8"], help="int8 image encoder: faster on CPUs without bfloat16 hardware (CPU only)"
+    )
     how.add_argument("--batch-size", type=int, metavar="N", help="images per image-encoder pass (8 on CUDA, else 1)")
     how.add_argument("--prompt-batch-size", type=int, default=16, metavar="N", help="prompts per head pass (16)")
     how.add_argument("--workers", type=int, metavar="N", help="image decoding processes per rank (auto)")
@@ -94,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         mask_threshold=args.mask_threshold,
         device=args.device,
         dtype=args.dtype,
+        quantize=args.quantize,
         batch_size=args.batch_size,
         workers=args.workers,
         prompt_batch_size=args.prompt_batch_size,

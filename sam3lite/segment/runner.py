@@ -63,6 +63,7 @@ class SegmentOptions:
     mask_threshold: float = 0.5
     device: str = "auto"
     dtype: str = "auto"
+    quantize: str | None = None  # "int8": int8 image encoder on a float32 CPU model
     batch_size: int | None = None
     workers: int | None = None
     prompt_batch_size: int = 16
@@ -147,7 +148,15 @@ def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor, dict[st
 
     device = select_device(options.device)
     dtype = select_dtype(options.dtype, device)
+    if options.quantize:
+        if device.type != "cpu":
+            raise ValueError(
+                f"--quantize {options.quantize} runs on the CPU; this run uses {device} (add --device cpu)"
+            )
+        dtype = torch.float32 if options.dtype == "auto" else dtype  # int8 products take float32 inputs
     model = load(options.model, device=device, dtype=dtype).reparameterize()
+    if options.quantize:
+        model.quantize_image_encoder()
     # Cache every prompt: a dataset with more categories than the default cache would re-encode all
     # of them for every image.
     predictor = Predictor(
@@ -155,6 +164,8 @@ def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor, dict[st
     )
     predictor.text_features(prompts.texts)
     info = {"model": str(options.model), "device": str(device), "dtype": str(dtype).removeprefix("torch.")}
+    if options.quantize:
+        info["quantize"] = options.quantize
     return predictor, info
 
 
