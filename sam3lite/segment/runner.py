@@ -150,9 +150,7 @@ def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor, dict[st
     dtype = select_dtype(options.dtype, device)
     if options.quantize:
         if device.type != "cpu":
-            raise ValueError(
-                f"--quantize {options.quantize} runs on the CPU; this run uses {device} (add --device cpu)"
-            )
+            raise ValueError(f"--quantize {options.quantize} runs on the CPU, not {device} (add --device cpu)")
         dtype = torch.float32 if options.dtype == "auto" else dtype  # int8 products take float32 inputs
     model = load(options.model, device=device, dtype=dtype).reparameterize()
     if options.quantize:
