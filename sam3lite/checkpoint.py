@@ -199,8 +199,11 @@ def skip_weight_init() -> Iterator[None]:
             setattr(nn.init, name, fn)
 
 
-def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
-    """Copy ``state`` into ``model``; raise ``CheckpointError`` naming every missing, unexpected or
+def load_state_dict_strict(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint", assign: bool = False
+) -> None:
+    """Copy ``state`` into ``model`` (or, with ``assign``, make its tensors the model's own, as for a
+    model built on the meta device); raise ``CheckpointError`` naming every missing, unexpected or
     mis-shaped key. Only BatchNorm ``num_batches_tracked`` counters may be absent."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith(_OPTIONAL_BUFFER_SUFFIXES)]
@@ -212,8 +215,9 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], sou
     ]
     if missing or unexpected or mismatched:
         raise CheckpointError(_describe_mismatch(source, missing, unexpected, mismatched))
-    filled = {**{k: v for k, v in expected.items() if k not in state}, **state}
-    model.load_state_dict(filled, strict=True)
+    # Absent optional counters keep the model's value (zero when the model was built on meta).
+    absent = {k: torch.zeros_like(v, device="cpu") if v.is_meta else v for k, v in expected.items() if k not in state}
+    model.load_state_dict({**absent, **state}, strict=True, assign=assign)
 
 
 def _describe_mismatch(source: str, missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:
@@ -281,9 +285,14 @@ def load(
     target_dtype = select_dtype(dtype, target_device)
     path = resolve(name_or_path)
     config, state = read_checkpoint(path)
-    with skip_weight_init():
+    # Built on the meta device, the model allocates nothing; the checkpoint's tensors, each moved to
+    # the target device and dtype one at a time, become its parameters. Peak memory is one copy of
+    # the weights (plus one tensor), not two.
+    with skip_weight_init(), torch.device("meta"):
         model = Sam3LiteTextModel(config)
-    load_state_dict_strict(model, state, source=str(path))
+    for key, value in state.items():
+        state[key] = value.to(target_device, target_dtype if value.is_floating_point() else value.dtype)
+    load_state_dict_strict(model, state, source=str(path), assign=True)
     return model.to(device=target_device, dtype=target_dtype).eval()
 
 

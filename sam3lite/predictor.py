@@ -108,8 +108,10 @@ class Predictor:
         model: a loaded ``Sam3LiteTextModel`` (its device and dtype are used).
         processor: image/text/box preprocessing; default ``Processor`` sized to the model.
         text_cache_size: number of prompts whose text features are kept (0 disables the cache).
-        prompt_batch_size: prompts run through the heads together; bounds memory (masks are
-            [prompts, queries, 288, 288] floats).
+        prompt_batch_size: prompts run through the heads together. Default: 16 on a GPU, where
+            batching fills the device; 1 on the CPU, where the heads are compute-bound and a batch
+            of 8 was only 2.5% faster than 8 single passes at full size while it raised peak memory
+            by about 400 MB.
     """
 
     def __init__(
@@ -117,8 +119,10 @@ class Predictor:
         model: Sam3LiteTextModel,
         processor: Processor | None = None,
         text_cache_size: int = 1024,
-        prompt_batch_size: int = 16,
+        prompt_batch_size: int | None = None,
     ) -> None:
+        if prompt_batch_size is None:
+            prompt_batch_size = 1 if model.device.type == "cpu" else 16
         if prompt_batch_size < 1:
             raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
         self.model = model.eval()

@@ -227,3 +227,38 @@ def test_auto_dtype_follows_the_hardware(reference_dir, monkeypatch):
     assert sam3lite.load(directory, device="cpu", dtype="auto").dtype == torch.bfloat16
     monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda: False)
     assert sam3lite.load(directory, device="cpu", dtype="auto").dtype == torch.float32
+
+
+def test_load_keeps_one_copy_of_the_weights(tmp_path, monkeypatch):
+    """The checkpoint's float32 CPU tensors become the parameters themselves: no second copy in memory."""
+    from sam3lite import checkpoint
+
+    save_reference(tiny_config_dict("s0"), tmp_path, seed=5)
+    read = checkpoint.read_checkpoint
+    seen = {}
+
+    def spy(path):
+        config, state = read(path)
+        seen.update({k: v.data_ptr() for k, v in state.items()})
+        return config, state
+
+    monkeypatch.setattr(checkpoint, "read_checkpoint", spy)
+    model = sam3lite.load(tmp_path)
+    params = dict(model.named_parameters())
+    assert params and all(params[k].data_ptr() == seen[k] for k in params)
+    assert not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
+    assert all(p.requires_grad for p in model.parameters())  # still trainable (e.g. for distillation)
+
+
+def test_file_without_batchnorm_counters_loads(reference_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    directory, _ = reference_dir
+    model = sam3lite.load(directory)
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert len(state) < len(model.state_dict())  # the S0 text encoder has BatchNorms
+    save_file(state, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text((directory / "config.json").read_text())
+    again = sam3lite.load(tmp_path, dtype="bfloat16")
+    counters = [b for name, b in again.named_buffers() if name.endswith("num_batches_tracked")]
+    assert counters and all(not c.is_meta and int(c) == 0 for c in counters)

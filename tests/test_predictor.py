@@ -95,6 +95,8 @@ def test_small_prompt_batches_give_the_same_results(setup):
     singles = one_at_a_time.predict(text=PROMPTS, threshold=0.1)
     for a, b in zip(singles, together.predict(text=PROMPTS, threshold=0.1), strict=True):
         torch.testing.assert_close(a.scores, b.scores, rtol=1e-5, atol=1e-6)
+    # Default: one prompt per head pass on the CPU (no faster batched there, and lighter).
+    assert Predictor(model).prompt_batch_size == 1
 
 
 def test_boxes_only_prompt(predictor):

@@ -71,7 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--quantize", choices=["int8"], help="int8 image encoder: faster on CPUs without bfloat16 hardware (CPU only)"
     )
     how.add_argument("--batch-size", type=int, metavar="N", help="images per image-encoder pass (8 on CUDA, else 1)")
-    how.add_argument("--prompt-batch-size", type=int, default=16, metavar="N", help="prompts per head pass (16)")
+    how.add_argument(
+        "--prompt-batch-size", type=int, metavar="N", help="prompts per head pass (16 on a GPU, 1 on the CPU)"
+    )
     how.add_argument("--workers", type=int, metavar="N", help="image decoding processes per rank (auto)")
     out = parser.add_argument_group("outputs")
     out.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")

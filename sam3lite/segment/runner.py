@@ -66,7 +66,7 @@ class SegmentOptions:
     quantize: str | None = None  # "int8": int8 image encoder on a float32 CPU model
     batch_size: int | None = None
     workers: int | None = None
-    prompt_batch_size: int = 16
+    prompt_batch_size: int | None = None  # None: the Predictor's default for the device
     overwrite: bool = False
     overlay: bool = True
     image_root: str | None = None
