@@ -25,6 +25,7 @@ def model(tmp_path_factory):
 
 def test_int8_linear_per_token_scaling():
     gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)  # nn.Linear's own init
     linear = torch.nn.Linear(64, 48)
     x = torch.randn(5, 7, 64, generator=gen)
     x[0, 0] *= 100  # one loud token must not coarsen the others
@@ -32,7 +33,15 @@ def test_int8_linear_per_token_scaling():
         expected, got = linear(x), Int8Linear.from_linear(linear)(x)
     assert got.shape == (5, 7, 48) and got.dtype == torch.float32
     quiet = (got - expected)[1:].abs().max() / expected[1:].abs().max()
-    assert quiet < 2e-2 and rel_err(got, expected) < 2e-2
+    # 7-bit inputs: an error of about 1% of the output scale, per token.
+    assert quiet < 3e-2 and rel_err(got, expected) < 3e-2
+    # More rows than one kernel call takes: every chunk, the short last one too, is as accurate.
+    many = torch.randn(Int8Linear.ROWS_PER_CALL * 2 + 3, 64, generator=gen)
+    with torch.no_grad():
+        expected, got = linear(many), Int8Linear.from_linear(linear)(many)
+    for start in range(0, many.shape[0], Int8Linear.ROWS_PER_CALL):
+        chunk = slice(start, start + Int8Linear.ROWS_PER_CALL)
+        assert rel_err(got[chunk], expected[chunk]) < 3e-2
 
 
 def test_quantized_model_close_to_float32(model):
