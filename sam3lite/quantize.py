@@ -1,9 +1,10 @@
 """Optional int8 image encoder for x86 CPUs (opt-in; float32 stays the default).
 
-The ViT's linear layers (fused q/k/v, o_proj, MLP fc1/fc2) hold about 85% of a CPU forward. Here
-their weights become int8 per output channel and their inputs are quantized per token at run time,
-through PyTorch's x86 quantized kernels (fbgemm / oneDNN, AVX2 and up), which run these products
-about twice as fast as float32 on CPUs without bfloat16 hardware (numbers in BENCHMARKS.md).
+The ViT's linear layers (fused q/k/v, o_proj, MLP fc1/fc2) are about 85% of the image encoder's
+arithmetic (4.6 of 5.4 TFLOP at 1008²). Here their weights become int8 per output channel and their
+inputs are quantized per token at run time, through PyTorch's x86 quantized kernels (fbgemm /
+oneDNN, AVX2 and up), which run these products about twice as fast as float32 on CPUs without
+bfloat16 hardware (numbers in BENCHMARKS.md).
 Everything else (RoPE, attention, LayerNorm, the FPN neck, text encoder and heads) stays float32.
 
 Accuracy depends on the weights: measure it on yours before relying on it
@@ -26,7 +27,7 @@ def int8_supported() -> bool:
         kernels = (torch.ops.quantized.linear_prepack, torch.ops.quantized.linear_dynamic)
     except (AttributeError, RuntimeError):
         return False
-    return all(kernels) and ("fbgemm" in engines or "x86" in engines)
+    return all(kernels) and hasattr(torch, "quantize_per_channel") and ("fbgemm" in engines or "x86" in engines)
 
 
 class Int8Linear(nn.Module):
