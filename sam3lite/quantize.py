@@ -105,7 +105,6 @@ def quantize_image_encoder(model: nn.Module) -> nn.Module:
             attention.qkv = Int8Linear(*attention.fused_qkv())
             # The float32 q/k/v weights are no longer read: drop them (and their memory).
             attention.q_proj = attention.k_proj = attention.v_proj = None
-            attention._fused = attention._fused_key = None
         for parent, name in ((attention, "o_proj"), (layer.mlp, "fc1"), (layer.mlp, "fc2")):
             module = getattr(parent, name)
             if isinstance(module, nn.Linear):
