@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .inputs import ImageItem, Inputs, name_images
+from .inputs import ImageItem, Inputs, name_images, read_listed_lines
 
 VISUAL_PROMPT = "visual"  # the text the model pairs with box-only prompts
 
@@ -64,12 +64,7 @@ def coco_dataset(json_path: str, image_root: str | None = None) -> Inputs:
 
 def read_prompts_file(path: str) -> list[str]:
     """Prompts listed one per line; blank lines and ``#`` comments are skipped."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            lines = [line.strip() for line in fh]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read prompts file {path}: {err}") from err
-    prompts = [line for line in lines if line and not line.startswith("#")]
+    prompts = read_listed_lines(path, "prompts file")
     if not prompts:
         raise ValueError(f"prompts file {path} lists no prompts")
     return prompts

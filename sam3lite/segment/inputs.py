@@ -122,15 +122,24 @@ def walk_folder(folder: str, skip: str) -> list[str]:
     return paths
 
 
+def read_listed_lines(path: str, what: str) -> list[str]:
+    """Stripped lines of a UTF-8 text file, blank lines and ``#`` comments skipped.
+
+    Raises:
+        ValueError: the file cannot be read; the message names it as ``what`` (e.g. "image list").
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = [line.strip() for line in fh]
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {what} {path}: {err}") from err
+    return [line for line in lines if line and not line.startswith("#")]
+
+
 def read_image_list(list_path: str) -> list[str]:
     """Paths listed in a text file, one per line; relative ones are relative to the list's folder."""
     base = os.path.dirname(list_path)
-    try:
-        with open(list_path, encoding="utf-8") as fh:
-            lines = [line.strip() for line in fh]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read image list {list_path}: {err}") from err
-    entries = [line for line in lines if line and not line.startswith("#")]
+    entries = read_listed_lines(list_path, "image list")
     return [entry if os.path.isabs(entry) else os.path.join(base, entry) for entry in entries]
 
 
