@@ -293,6 +293,7 @@ def load(
     for key, value in state.items():
         state[key] = value.to(target_device, target_dtype if value.is_floating_point() else value.dtype)
     load_state_dict_strict(model, state, source=str(path), assign=True)
+    # Moves only what the loop did not: BatchNorm counters filled in for files that lack them.
     return model.to(device=target_device, dtype=target_dtype).eval()
 
 

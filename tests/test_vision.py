@@ -146,7 +146,7 @@ def test_bad_pixel_values(tiny, pixels):
 
 
 def test_built_under_inference_mode(tiny):
-    """Parameters created under inference_mode have no version counter; the fused q/k/v cache copes."""
+    """A model built under inference_mode (parameters without version counters) runs and matches."""
     config, ref, state = tiny
     pixels = _pixels(config["backbone_config"]["image_size"], batch=1)
     with torch.inference_mode():
