@@ -1,7 +1,7 @@
 """sam3lite: fast, practical SAM3-LiteText (text- and box-promptable instance segmentation)."""
 
-from .checkpoint import CheckpointError, load
-from .config import (
+from .checkpoints import VARIANTS, CheckpointError, Sam3LiteTextModel, load
+from .modeling.config import (
     ClipTextConfig,
     Sam3LiteTextConfig,
     Sam3LiteTextDETRDecoderConfig,
@@ -12,14 +12,13 @@ from .config import (
     Sam3VisionConfig,
     Sam3ViTConfig,
 )
-from .images import ImageSettings, load_image, preprocess_images
-from .model import Sam3LiteTextModel, Sam3LiteTextOutput, TextFeatures
+from .modeling.detector import Sam3Detector, Sam3LiteTextOutput, TextFeatures
+from .modeling.text import Sam3LiteTextTextModel
 from .predictor import Predictor, PromptResult
-from .processor import BatchInputs, Processor
-from .rle import masks_to_rle, rle_to_masks
-from .text import Sam3LiteTextTextModel
-from .tokenizer import Tokenizer
-from .variants import VARIANTS
+from .processing.images import ImageSettings, load_image, preprocess_images
+from .processing.processor import BatchInputs, Processor
+from .processing.rle import masks_to_rle, rle_to_masks
+from .processing.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 
@@ -32,6 +31,7 @@ __all__ = [
     "Sam3LiteTextDETREncoderConfig",
     "Sam3LiteTextGeometryEncoderConfig",
     "Sam3LiteTextMaskDecoderConfig",
+    "Sam3Detector",
     "Sam3LiteTextModel",
     "Sam3LiteTextOutput",
     "Sam3LiteTextTextConfig",

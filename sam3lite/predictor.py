@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .images import ImageInput, load_image, preprocess_images
-from .model import Sam3LiteTextModel, TextFeatures
-from .postprocess import binarize_masks
-from .processor import DEFAULT_TEXT, Processor, prepare_boxes
-from .rle import masks_to_rle
-from .vision import VisionFeatures
+from .modeling.detector import Sam3Detector, TextFeatures
+from .modeling.vision import VisionFeatures
+from .processing.images import ImageInput, load_image, preprocess_images
+from .processing.postprocess import binarize_masks
+from .processing.processor import DEFAULT_TEXT, Processor, prepare_boxes
+from .processing.rle import masks_to_rle
 
 Box = Sequence[float]
 
@@ -116,7 +116,7 @@ class Predictor:
 
     def __init__(
         self,
-        model: Sam3LiteTextModel,
+        model: Sam3Detector,
         processor: Processor | None = None,
         text_cache_size: int = 1024,
         prompt_batch_size: int | None = None,

@@ -1,5 +1,7 @@
 """Run-time choices that depend on the machine: which device, which inference dtype.
 
+The lowest layer of the package: it imports nothing from sam3lite.
+
 ``--dtype auto`` means bfloat16 where the hardware runs it fast (CUDA compute capability 8.0+, x86
 CPUs with AMX or AVX512-BF16, Apple MPS on macOS 14+), else float32: on other hardware bfloat16 is
 emulated and slower.
@@ -11,8 +13,6 @@ import functools
 import os
 
 import torch
-
-from .checkpoint import resolve_dtype
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -100,3 +100,35 @@ def select_device(name: str) -> torch.device:
     if name == "cpu":
         return torch.device("cpu")
     raise ValueError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CPU; ``"auto"`` -> CUDA (this rank's GPU), else MPS, else CPU; anything else as given."""
+    if device is None:
+        return torch.device("cpu")
+    if str(device) == "auto":
+        return select_device("auto")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device={device!r} is not a valid torch device") from err
+
+
+def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """``None`` / ``"float32"`` / ``"bfloat16"`` / ``"float16"`` / a torch dtype -> torch dtype."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "half": torch.float16,
+    }
+    if dtype not in names:
+        raise ValueError(f"dtype={dtype!r} is not supported; expected one of {sorted(names)}")
+    return names[dtype]

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 import torch
+from oracles import reference_pipeline
 from reference import save_reference, tiny_config_dict
-from test_tokenizer import clip_oracle
 
 import sam3lite
 from sam3lite import Predictor, Processor
-from sam3lite.rle import rle_to_masks
+from sam3lite.processing.rle import rle_to_masks
 
 PROMPTS = ["ear", "yellow school bus", "a person riding a horse on the beach", "cat"]
 
@@ -34,22 +32,6 @@ def predictor(setup):
     return pred
 
 
-def _reference_pipeline(ref, image, prompt, threshold, boxes=None):
-    from transformers import Sam3ImageProcessor, Sam3Processor
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        processor = Sam3Processor(Sam3ImageProcessor(size={"height": 112, "width": 112}), clip_oracle())
-        inputs = processor(
-            images=image, text=prompt, input_boxes=None if boxes is None else [boxes], return_tensors="pt"
-        )
-    with torch.no_grad():
-        outputs = ref(**{k: v for k, v in inputs.items() if k != "original_sizes"})
-    return processor.post_process_instance_segmentation(
-        outputs, threshold=threshold, mask_threshold=0.5, target_sizes=inputs["original_sizes"].tolist()
-    )[0]
-
-
 def _assert_matches(ours, theirs):
     assert len(ours) == len(theirs["scores"]) > 0
     torch.testing.assert_close(ours.scores, theirs["scores"], rtol=1e-4, atol=1e-5)
@@ -65,14 +47,14 @@ def test_matches_transformers_pipeline(setup, predictor, prompt):
     threshold = 0.2
     ours = predictor.predict(text=prompt, threshold=threshold)
     assert ours.masks.shape[1:] == (150, 203) and ours.masks.dtype == torch.bool
-    _assert_matches(ours, _reference_pipeline(ref, image, prompt, threshold))
+    _assert_matches(ours, reference_pipeline(ref, image, prompt, threshold))
 
 
 def test_text_and_boxes_match_transformers_pipeline(setup, predictor):
     ref, _, image = setup
     boxes = [[20.0, 30.0, 120.0, 140.0]]
     ours = predictor.predict(text="dog", boxes=boxes, threshold=0.2)
-    _assert_matches(ours, _reference_pipeline(ref, image, "dog", 0.2, boxes=boxes))
+    _assert_matches(ours, reference_pipeline(ref, image, "dog", 0.2, boxes=boxes))
 
 
 def test_batched_prompts_equal_single_calls(predictor):

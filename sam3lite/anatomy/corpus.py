@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tokenizer import VOCAB_SIZE, _backend, bytes_to_unicode
+from ..processing.tokenizer import VOCAB_SIZE, bpe_backend, bytes_to_unicode
 
 PERCENTILES = (5, 25, 50, 75, 90, 95, 99)
 COVERAGES = (90, 95, 99)  # percent of all token occurrences
@@ -56,7 +56,7 @@ def encode(prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         lengths [N] int64 (tokens per prompt) and ids [sum(lengths)] int64 (all ids, concatenated).
     """
-    encodings = _backend().encode_batch_fast(prompts, add_special_tokens=False)
+    encodings = bpe_backend().encode_batch_fast(prompts, add_special_tokens=False)
     rows = [e.ids for e in encodings]
     lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
     ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
@@ -213,7 +213,7 @@ def _byte_decoder() -> dict[str, int]:
 
 def _token_text(token_id: int) -> str:
     """Readable form of one BPE token: the end-of-word marker is shown as a trailing space."""
-    token = _backend().id_to_token(token_id) or ""
+    token = bpe_backend().id_to_token(token_id) or ""
     word_end = token.endswith("</w>")
     raw = bytes(_byte_decoder().get(c, 63) for c in token.removesuffix("</w>"))
     return raw.decode("utf-8", errors="replace") + (" " if word_end else "")

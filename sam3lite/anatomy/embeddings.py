@@ -22,7 +22,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from ..tokenizer import Tokenizer
+from ..processing.tokenizer import Tokenizer
 from .corpus import encode, hist_quantile
 
 FRACTIONS = (0.90, 0.95, 0.99)  # explained variance levels reported as component counts

@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _add_embeddings(report: dict, args: argparse.Namespace, samples: dict[str, list[str]], pooled: list[str]) -> None:
     from ..anatomy.embeddings import embed_corpora
-    from ..checkpoint import load
+    from ..checkpoints import load
 
     models = {m: load(m, device=args.device) for m in args.model}
     per_corpus, overall = embed_corpora(

@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoint import read_checkpoint, resolve
+    from ..checkpoints import read_checkpoint, resolve
 
     path = resolve(args.model)
     config, state = read_checkpoint(path)
@@ -45,7 +45,7 @@ def count_parameters(config: Any) -> dict[str, int]:
     """Parameters per top-level module of the detector, without allocating any weights."""
     import torch
 
-    from ..model import Sam3LiteTextModel
+    from ..checkpoints import Sam3LiteTextModel
 
     with torch.device("meta"):
         model = Sam3LiteTextModel(config)

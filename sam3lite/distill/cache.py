@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checkpoint import resolve_device
-from ..config import ClipTextConfig
-from ..tokenizer import Tokenizer
+from ..modeling.config import ClipTextConfig
+from ..processing.tokenizer import Tokenizer
+from ..runtime import resolve_device
 from .data import attention_mask, dedupe, lengths_from_ids, read_prompts, split_train_val, token_counts, tokenize
 from .tower import TextTower, load_tower
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tokenizer import EOS_ID, Tokenizer
+from ..processing.tokenizer import EOS_ID, Tokenizer
 
 
 def normalize(prompt: str) -> str:

@@ -18,11 +18,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_state_dict_strict, read_checkpoint, resolve, skip_weight_init
-from ..config import Sam3LiteTextConfig, TextConfig
-from ..model import Sam3LiteTextModel
-from ..processor import PREPROCESSOR_CONFIG, PROCESSOR_CONFIG, Processor
-from ..tokenizer import BOS_TOKEN, EOS_TOKEN, load_bpe_vocab
+from ..checkpoints import Sam3LiteTextModel, load_state_dict_strict, read_checkpoint, resolve, skip_weight_init
+from ..modeling.config import Sam3LiteTextConfig, TextConfig
+from ..processing.processor import PREPROCESSOR_CONFIG, PROCESSOR_CONFIG, Processor
+from ..processing.tokenizer import BOS_TOKEN, EOS_TOKEN, load_bpe_vocab
 from .tower import TEXT_PREFIXES, TextTower, text_state
 from .train import load_run
 

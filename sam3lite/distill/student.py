@@ -26,9 +26,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import CheckpointError, load_state_dict_strict
-from ..config import Sam3LiteTextConfig, TextConfig
-from ..convert import (  # the project's rename machinery for original checkpoints
+from ..checkpoints import CheckpointError, load_state_dict_strict
+from ..checkpoints.convert import (  # the project's rename machinery for original checkpoints
     MOBILECLIP_RULES,
     convert_original_state_dict,
     is_original_checkpoint,
@@ -37,7 +36,8 @@ from ..convert import (  # the project's rename machinery for original checkpoin
     transpose_projection,
     unwrap_checkpoint,
 )
-from ..variants import VARIANTS
+from ..checkpoints.variants import VARIANTS
+from ..modeling.config import Sam3LiteTextConfig, TextConfig
 from .tower import TEXT_PREFIXES, TextTower, text_state
 
 STUDENT_VARIANTS = ("s0", "s1", "l")
@@ -153,7 +153,7 @@ def _load_any(path: Path) -> dict[str, torch.Tensor]:
         if (path / RUN_CHECKPOINT).is_file():
             return _load_any(path / RUN_CHECKPOINT)
         if (path / "config.json").is_file():
-            from ..checkpoint import read_checkpoint
+            from ..checkpoints import read_checkpoint
 
             config, state = read_checkpoint(path)
             _check_litetext(config, path)

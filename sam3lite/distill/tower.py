@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..checkpoint import CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, load_state_dict_strict, read_checkpoint, resolve
-from ..clip_text import ClipTextEncoder
-from ..config import ClipTextConfig, Sam3LiteTextConfig, TextConfig
-from ..text import MobileClipTextEncoder
+from ..checkpoints import CONFIG_NAME, INDEX_NAME, WEIGHTS_NAME, load_state_dict_strict, read_checkpoint, resolve
+from ..modeling.clip_text import ClipTextEncoder
+from ..modeling.config import ClipTextConfig, Sam3LiteTextConfig, TextConfig
+from ..modeling.text import MobileClipTextEncoder
 
 TEXT_PREFIXES = ("text_encoder.", "text_projection.")
 

@@ -36,9 +36,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import resolve_device
-from ..config import TextConfig
-from ..tokenizer import Tokenizer
+from ..modeling.config import TextConfig
+from ..processing.tokenizer import Tokenizer
+from ..runtime import resolve_device
 from .cache import Cache, CacheSplit, open_cache
 from .data import batch_indices, item_rng, shuffle_words
 from .loss import LossWeights, MetricSums, distill_loss

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..images import ImageSettings, load_image, preprocess_images
+from ..processing.images import ImageSettings, load_image, preprocess_images
 from .inputs import ImageItem
 
 

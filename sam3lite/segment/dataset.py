@@ -1,20 +1,13 @@
-"""COCO dataset files as input, and the prompts of a run.
-
-A COCO dataset json (``instances_val2017.json``, an LVIS file, or any file with an ``images`` list)
-gives the images (``file_name`` under ``--image-root``, default the json's folder) with their own
-``id`` as ``image_id``, and its ``categories`` can be the prompts: then ``category_id`` in
-``results.json`` is the dataset's, and the results evaluate directly against the dataset.
-"""
+"""The prompts of a run: noun phrases (from the command line, a prompts file or a COCO dataset's
+categories, whose ids then become ``category_id`` in ``results.json``) and exemplar boxes."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .inputs import ImageItem, Inputs, name_images, read_listed_lines
+from .inputs import read_listed_lines
 
 VISUAL_PROMPT = "visual"  # the text the model pairs with box-only prompts
 
@@ -36,30 +29,6 @@ class Prompts:
 
     def category_of(self) -> dict[str, int]:
         return dict(zip(self.texts, self.category_ids, strict=True))
-
-
-def coco_dataset(json_path: str, image_root: str | None = None) -> Inputs:
-    """Images (and categories) of a COCO-style dataset json."""
-    try:
-        with open(json_path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError as err:
-        raise ValueError(f"dataset file not found: {json_path}") from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read dataset {json_path}: {err}") from err
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-        raise ValueError(f"{json_path} is not a COCO dataset json (no 'images' list)")
-    root = image_root if image_root is not None else (os.path.dirname(json_path) or ".")
-    ids: dict[str, int] = {}
-    for k, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or "file_name" not in image or "id" not in image:
-            raise ValueError(f"{json_path}: images[{k}] needs 'id' and 'file_name'")
-        ids[os.path.join(root, str(image["file_name"]))] = int(image["id"])
-    named = name_images((path, root) for path in ids)
-    items = [ImageItem(path=path, name=name, image_id=ids[path]) for path, name in named]
-    categories = [(int(c["id"]), str(c["name"])) for c in data.get("categories", []) if "id" in c and "name" in c]
-    problems = [] if items else [f"{json_path}: the dataset lists no images"]
-    return Inputs(items=items, problems=problems, categories=categories or None)
 
 
 def read_prompts_file(path: str) -> list[str]:

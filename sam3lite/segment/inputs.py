@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -71,8 +72,6 @@ def discover(arguments: Sequence[str], out_dir: str | os.PathLike, image_root: s
 
     ``image_root`` is where a COCO dataset's ``file_name`` entries live (default: the json's folder).
     """
-    from .dataset import coco_dataset
-
     if not arguments:
         raise ValueError("no images given")
     datasets = [a for a in arguments if a.lower().endswith(".json")]
@@ -90,6 +89,30 @@ def discover(arguments: Sequence[str], out_dir: str | os.PathLike, image_root: s
             problems.append(problem)
     unique = list(dict.fromkeys(found))  # the same file named twice is one image
     return Inputs(items=number(name_images(unique)), problems=problems)
+
+
+def coco_dataset(json_path: str, image_root: str | None = None) -> Inputs:
+    """Images (and categories) of a COCO-style dataset json."""
+    try:
+        with open(json_path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as err:
+        raise ValueError(f"dataset file not found: {json_path}") from err
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read dataset {json_path}: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ValueError(f"{json_path} is not a COCO dataset json (no 'images' list)")
+    root = image_root if image_root is not None else (os.path.dirname(json_path) or ".")
+    ids: dict[str, int] = {}
+    for k, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or "file_name" not in image or "id" not in image:
+            raise ValueError(f"{json_path}: images[{k}] needs 'id' and 'file_name'")
+        ids[os.path.join(root, str(image["file_name"]))] = int(image["id"])
+    named = name_images((path, root) for path in ids)
+    items = [ImageItem(path=path, name=name, image_id=ids[path]) for path, name in named]
+    categories = [(int(c["id"]), str(c["name"])) for c in data.get("categories", []) if "id" in c and "name" in c]
+    problems = [] if items else [f"{json_path}: the dataset lists no images"]
+    return Inputs(items=items, problems=problems, categories=categories or None)
 
 
 def _expand(argument: str, skip: str) -> tuple[list[tuple[str, str]], str | None]:

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from ..modeling.vision import VisionFeatures
 from ..predictor import Predictor
-from ..vision import VisionFeatures
 from . import distributed
 from .coco import merge
 from .data import Batch, ImageDataset, Sample, default_workers, make_loader
@@ -143,7 +143,7 @@ def _check_inputs_stay_untouched(options: SegmentOptions, items: list[ImageItem]
 
 def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor, dict[str, Any]]:
     """Model on this rank's device, folded for inference; text features computed once, here."""
-    from ..checkpoint import load
+    from ..checkpoints import load
     from ..runtime import select_device, select_dtype
 
     device = select_device(options.device)

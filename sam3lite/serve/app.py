@@ -25,9 +25,9 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
-from ..model import Sam3LiteTextModel
+from ..checkpoints import Sam3LiteTextModel
+from ..checkpoints.variants import VARIANTS
 from ..predictor import Predictor
-from ..variants import VARIANTS
 from .cache import FeatureCache, content_key
 from .decode import decode_image, prepare_pixels
 from .errors import ApiError, from_predictor_error, install_handlers, log

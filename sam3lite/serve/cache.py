@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from ..vision import VisionFeatures
+from ..modeling.vision import VisionFeatures
 
 
 def content_key(data: bytes) -> str:

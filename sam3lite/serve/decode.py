@@ -10,7 +10,7 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from ..images import ImageSettings, preprocess_images, upright_rgb
+from ..processing.images import ImageSettings, preprocess_images, upright_rgb
 from .errors import ApiError, invalid
 
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import PIL.Image
 
-from ..rle import masks_to_rle
+from ..processing.rle import masks_to_rle
 
 
 def encode_masks(masks: np.ndarray, output: str) -> list[dict[str, Any]]:
