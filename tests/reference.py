@@ -73,6 +73,92 @@ def tiny_config_dict(text: str = "s0", num_queries: int = 10) -> dict[str, Any]:
     }
 
 
+# Tracker-sized tiny detector: the tracker needs an FPN width that is a multiple of 64 and above 64
+# (memory is 64 wide, object pointers split into 64-wide tokens) and a 16x16 patch grid.
+_VIDEO_HEAD = {"hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 256}
+
+
+def tiny_video_config_dict(text: str = "s0", num_queries: int = 10) -> dict[str, Any]:
+    """HF-layout ``sam3_video`` config dict (facebook/sam3's layout): a tiny detector (``text`` picks
+    the text encoder: ``sam3`` for plain SAM3's CLIP, else a LiteText student) and a tiny tracker."""
+    vision = copy.deepcopy(TINY_VISION)
+    vision["backbone_config"].update(image_size=224, pretrain_image_size=112, window_size=8)
+    vision["fpn_hidden_size"] = 128
+    vision["backbone_feature_sizes"] = [[64, 64], [32, 32], [16, 16]]
+    detector = {
+        "model_type": "sam3" if text == "sam3" else "sam3_lite_text",
+        "vision_config": vision,
+        "text_config": dict(TEXT_VARIANTS[text]),
+        "geometry_encoder_config": {**_VIDEO_HEAD, "num_layers": 2},
+        "detr_encoder_config": {**_VIDEO_HEAD, "num_layers": 2},
+        "detr_decoder_config": {**_VIDEO_HEAD, "num_layers": 2, "num_queries": num_queries},
+        "mask_decoder_config": {"hidden_size": 128, "num_attention_heads": 4},
+    }
+    tracker = {
+        "model_type": "sam3_tracker_video",
+        "vision_config": copy.deepcopy(vision),
+        "image_size": 224,
+        "prompt_encoder_config": {"hidden_size": 128, "image_size": 224, "patch_size": 14},
+        "mask_decoder_config": {
+            "hidden_size": 128,
+            "num_attention_heads": 4,
+            "mlp_dim": 256,
+            "iou_head_hidden_dim": 64,
+        },
+        "memory_attention_hidden_size": 128,
+        "memory_attention_num_layers": 2,
+        "memory_attention_feed_forward_hidden_size": 256,
+        "memory_attention_rope_feat_sizes": [16, 16],
+        "memory_encoder_hidden_size": 128,
+        "memory_encoder_output_channels": 64,
+        "mask_downsampler_embed_dim": 128,
+        "memory_fuser_embed_dim": 128,
+        "memory_fuser_intermediate_dim": 256,
+    }
+    return {"model_type": "sam3_video", "detector_config": detector, "tracker_config": tracker, "low_res_mask_size": 64}
+
+
+def hf_video_config(config: dict[str, Any]):
+    """transformers ``Sam3VideoConfig`` for a dict from ``tiny_video_config_dict``."""
+    from transformers import Sam3TrackerVideoConfig, Sam3VideoConfig
+
+    data = copy.deepcopy(config)
+    data.pop("model_type")
+    detector = hf_config(data.pop("detector_config")).to_dict()
+    tracker_dict = data.pop("tracker_config")
+    tracker_dict.pop("model_type")
+    tracker = Sam3TrackerVideoConfig(**tracker_dict).to_dict()
+    return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, **data)
+
+
+def hf_video_model(config: dict[str, Any], seed: int = 0):
+    """A transformers ``Sam3VideoModel`` (eval, float32) with randomized weights (``randomize_``;
+    tracker tests may rescale further so that masks are not degenerate)."""
+    from transformers import Sam3VideoModel
+
+    torch.manual_seed(seed)
+    return randomize_(Sam3VideoModel(hf_video_config(config)), seed).eval()
+
+
+def save_video_reference(config: dict[str, Any], directory: Path, seed: int = 0, hub_layout: bool = True):
+    """Build a reference ``Sam3VideoModel`` and ``save_pretrained`` it; return the model.
+
+    transformers 5.23 writes the tracker under ``tracker_model.tracker_model.*``; the hub file of
+    facebook/sam3 has ``tracker_model.*``. ``hub_layout`` rewrites the file to the hub's names (which
+    transformers' own ``Sam3TrackerModel.from_pretrained`` needs to find the tracker weights).
+    """
+    from safetensors.torch import load_file, save_file
+
+    model = hf_video_model(config, seed)
+    model.save_pretrained(directory)
+    if hub_layout:
+        path = Path(directory) / "model.safetensors"
+        state = load_file(str(path))
+        state = {k.replace("tracker_model.tracker_model.", "tracker_model.", 1): v for k, v in state.items()}
+        save_file(state, str(path), metadata={"format": "pt"})
+    return model
+
+
 def hf_config(config: dict[str, Any]):
     """transformers config object for a dict from ``tiny_config_dict`` (or a full-size one)."""
     from transformers import Sam3Config, Sam3LiteTextConfig
