@@ -105,8 +105,8 @@ class Predictor:
     """Caches one image's features and answers text and/or box prompts against them.
 
     Args:
-        model: a loaded ``Sam3LiteTextModel`` (its device and dtype are used).
-        processor: image/text/box preprocessing; default ``Processor`` sized to the model.
+        model: a loaded ``Sam3LiteTextModel`` (its device, dtype and text mode are used).
+        processor: image/text/box preprocessing; default ``Processor`` sized to the model, in its text mode.
         text_cache_size: number of prompts whose text features are kept (0 disables the cache).
         prompt_batch_size: prompts run through the heads together. Default: 16 on a GPU, where
             batching fills the device; 1 on the CPU, where the heads are compute-bound and a batch
@@ -126,7 +126,15 @@ class Predictor:
         if prompt_batch_size < 1:
             raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
         self.model = model.eval()
-        self.processor = processor or Processor(image_size=model.config.image_size)
+        config = model.config
+        self.processor = processor or Processor(
+            image_size=config.image_size, context_length=config.text_context_length, text_mode=config.text_mode
+        )
+        if self.processor.text_mode != config.text_mode:
+            raise ValueError(
+                f"processor text_mode={self.processor.text_mode!r} does not match the model's {config.text_mode!r}; "
+                "build the Processor with the model's text_mode (or leave processor=None)"
+            )
         self.prompt_batch_size = prompt_batch_size
         self._text_cache = _LRU(text_cache_size)
         self._vision: VisionFeatures | None = None

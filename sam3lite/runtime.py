@@ -16,6 +16,11 @@ import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# How prompts are tokenized and encoded (docs/text_modes.md): "transformers" as transformers' port
+# (pad with EOS to 32, padding masked inside the text encoder, position table resized to 32);
+# "original" as the EfficientSAM3 code the LiteText weights were trained with (pad with 0 to the
+# position table's length, no padding mask inside the encoder, detector padding = ids == 0).
+TEXT_MODES = ("transformers", "original")
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -132,3 +137,10 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     if dtype not in names:
         raise ValueError(f"dtype={dtype!r} is not supported; expected one of {sorted(names)}")
     return names[dtype]
+
+
+def check_text_mode(text_mode: str, argument: str = "text_mode") -> str:
+    """``text_mode`` if it is one of ``TEXT_MODES``; else ValueError naming ``argument``."""
+    if text_mode not in TEXT_MODES:
+        raise ValueError(f"{argument} must be one of {', '.join(TEXT_MODES)}; got {text_mode!r}")
+    return text_mode

@@ -11,13 +11,23 @@ import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..modeling.config import Sam3LiteTextConfig
 from ..modeling.quantize import is_quantized
-from .convert import convert_original_state_dict, infer_config_dict, is_original_checkpoint, unwrap_checkpoint
+from .contents import CheckpointContents, is_video_config, split_video_state
+from .convert import (
+    convert_original_state_dict,
+    fit_text_positions,
+    infer_config_dict,
+    is_original_checkpoint,
+    kept_extra_parts,
+    split_original_extras,
+    unwrap_checkpoint,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -35,25 +45,76 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: Path) -> tuple[Sam3LiteTextConfig, dict[str, torch.Tensor]]:
-    """Config and HF-layout state dict from a directory, a safetensors file or an original ``.pt``."""
-    if path.is_dir():
-        config = _read_config(path / CONFIG_NAME)
-        return config, _read_directory_weights(path)
-    if path.suffix == ".safetensors":
-        config = _read_config(path.parent / CONFIG_NAME)
-        return config, _read_safetensors(path)
+    """The detector's config and HF-layout state dict from any supported file (see ``read_contents``)."""
+    contents = read_contents(path)
+    return contents.config, contents.detector
+
+
+def read_contents(
+    path: Path, *, context_length: int | None = None, position_table: str = "slice"
+) -> CheckpointContents:
+    """Every part of a checkpoint: a directory (``config.json`` + safetensors, detector or ``sam3_video``
+    layout), a ``.safetensors`` file beside a ``config.json``, or an original ``.pt``.
+
+    ``context_length`` / ``position_table`` apply to original files whose MobileCLIP position table is
+    longer than the context the model was trained with (see ``_read_original``).
+    """
+    if path.is_dir() or path.suffix == ".safetensors":
+        if context_length is not None:
+            raise CheckpointError(f"{path}: context_length applies to original .pt files only")
+        directory = path if path.is_dir() else path.parent
+        data = _read_config_dict(directory / CONFIG_NAME)
+        config = _detector_config(directory / CONFIG_NAME, data)  # a bad config is named before reading weights
+        state = _read_directory_weights(path) if path.is_dir() else _read_safetensors(path)
+        return _split_hf(path, data, config, state)
     if path.suffix in (".pt", ".pth", ".bin"):
-        return _read_original(path)
+        return _read_original(path, context_length, position_table)
     raise CheckpointError(f"{path}: unsupported checkpoint file (expected a directory, .safetensors or .pt)")
 
 
-def _read_config(path: Path) -> Sam3LiteTextConfig:
+def _read_config_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: no {CONFIG_NAME} found; a checkpoint directory needs one")
     try:
-        return Sam3LiteTextConfig.from_json_file(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable JSON config ({err})") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _detector_config(path: Path, data: dict[str, Any]) -> Sam3LiteTextConfig:
+    try:
+        return Sam3LiteTextConfig.from_dict(data)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
+
+
+def _split_hf(
+    path: Path, data: dict[str, Any], config: Sam3LiteTextConfig, state: dict[str, torch.Tensor]
+) -> CheckpointContents:
+    """An HF-layout file: the detector alone, or transformers' ``sam3_video`` (facebook/sam3) layout."""
+    if not is_video_config(data):
+        return CheckpointContents(source=path, layout="detector", config=config, detector=state)
+    parts, stray = split_video_state(state)
+    if stray:
+        raise CheckpointError(
+            f"{path}: a sam3_video checkpoint holds tensors outside detector_model./tracker_model./tracker_neck.: "
+            f"{', '.join(sorted(stray)[:10])}" + (f", ... ({len(stray) - 10} more)" if len(stray) > 10 else "")
+        )
+    video = {k: v for k, v in data.items() if k not in ("detector_config", "tracker_config")}
+    tracker_config = data.get("tracker_config") if isinstance(data.get("tracker_config"), dict) else None
+    return CheckpointContents(
+        source=path,
+        layout="sam3_video",
+        config=config,
+        detector=parts["detector"],
+        tracker=parts["tracker"],
+        tracker_neck=parts["tracker_neck"],
+        tracker_config=tracker_config,
+        video_config=video,
+    )
 
 
 def _read_directory_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -98,8 +159,14 @@ def _read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_original(path: Path) -> tuple[Sam3LiteTextConfig, dict[str, torch.Tensor]]:
-    """An original EfficientSAM3 / SAM3 ``.pt``: convert keys; config from a sibling config.json or shapes."""
+def _read_original(path: Path, context_length: int | None, position_table: str) -> CheckpointContents:
+    """An original EfficientSAM3 / SAM3 ``.pt``: convert keys; config from a sibling config.json or shapes.
+
+    A MobileCLIP position table longer than the context (older files hold 77 rows) is fitted to
+    ``context_length`` (default: the sibling config's table length, else 16) by ``position_table``:
+    ``slice`` (what EfficientSAM3 does) or ``interpolate`` (for files trained with a stretched table).
+    The choice is recorded in the config (``text_config.position_table``).
+    """
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
@@ -108,16 +175,39 @@ def _read_original(path: Path) -> tuple[Sam3LiteTextConfig, dict[str, torch.Tens
         state = unwrap_checkpoint(raw)
         if not is_original_checkpoint(state):
             raise ValueError("not an original EfficientSAM3/SAM3 checkpoint (no detector keys found)")
+        state, extras, reasons = split_original_extras(state)
         sibling = path.parent / CONFIG_NAME
-        config = _read_config(sibling) if sibling.is_file() else None
-        # A sibling config fixes the text context; older files store a 77-entry table.
-        context = config.text_config.max_position_embeddings if config is not None else None
-        state = convert_original_state_dict(state, text_context_length=context)
+        config = _detector_config(sibling, _read_config_dict(sibling)) if sibling.is_file() else None
+        state = convert_original_state_dict(state)
+        if config is not None and context_length is None:
+            context_length = config.text_config.max_position_embeddings
+        fitted = fit_text_positions(state, context_length, position_table)
+        if config is None:
+            config = Sam3LiteTextConfig.from_dict(infer_config_dict(state))
+        elif context_length is not None:
+            _fit_clip_positions(state, context_length)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
-    if config is None:
-        config = Sam3LiteTextConfig.from_dict(infer_config_dict(state))
-    return config, state
+    if fitted is not None:
+        config.text_config.extra["position_table"] = fitted
+    kept = set(kept_extra_parts())
+    return CheckpointContents(
+        source=path,
+        layout="original",
+        config=config,
+        detector=state,
+        unused={part: (len(t), reasons[part]) for part, t in extras.items() if part not in kept},
+        original_tracker={k: v for part, t in extras.items() if part in kept for k, v in t.items()},
+    )
+
+
+def _fit_clip_positions(state: dict[str, torch.Tensor], length: int) -> None:
+    """SAM3's CLIP table is indexed (not resized): keep the first ``length`` rows when a sibling config
+    says the model uses fewer positions than the file stores."""
+    key = "text_encoder.text_model.embeddings.position_embedding.weight"
+    table = state.get(key)
+    if table is not None and table.shape[0] > length:
+        state[key] = table[:length].clone()
 
 
 # ----------------------------------------------------------------------------------------------

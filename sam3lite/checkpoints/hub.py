@@ -40,6 +40,8 @@ def _download(repo_id: str, asked: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, allow_patterns=_HUB_PATTERNS))
     except Exception as err:  # network, auth, missing repo: all end the same way for the user
+        if is_gated_error(err):
+            raise CheckpointError(gated_message(asked, repo_id)) from err
         # One line: the hub's own messages span several lines and would bury the advice below.
         detail = " ".join(str(err).split())
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
@@ -48,3 +50,21 @@ def _download(repo_id: str, asked: str) -> Path:
             f"Without network access, download the repo elsewhere and pass its local directory, e.g. "
             f"sam3lite.load('/path/to/{repo_id.split('/')[-1]}') or --model /path/to/dir."
         ) from err
+
+
+def is_gated_error(err: BaseException) -> bool:
+    """True for the hub's answer to a gated (or private) repo without an accepted licence: 401 / 403."""
+    from huggingface_hub.errors import GatedRepoError
+
+    if isinstance(err, GatedRepoError):
+        return True
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    return status in (401, 403)
+
+
+def gated_message(asked: str, repo_id: str) -> str:
+    return (
+        f"model {asked!r} (hub repo {repo_id!r}) is gated: accept its licence on https://huggingface.co/{repo_id} "
+        "while logged in there, then log in here with `hf auth login` (or `huggingface-cli login`, or set "
+        "HF_TOKEN) and retry"
+    )

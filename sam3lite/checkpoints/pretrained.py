@@ -6,13 +6,15 @@ The network (``modeling.Sam3Detector``) knows nothing of files; this layer adds 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 
 from ..modeling.detector import Sam3Detector
-from ..runtime import resolve_device, select_dtype
-from .files import load_state_dict_strict, read_checkpoint, skip_weight_init, write_checkpoint
+from ..runtime import check_text_mode, resolve_device, select_dtype
+from .contents import CheckpointContents
+from .files import load_state_dict_strict, read_contents, skip_weight_init, write_checkpoint
 from .hub import resolve
 
 
@@ -28,9 +30,10 @@ class Sam3LiteTextModel(Sam3Detector):
         name_or_path: str | Path,
         device_map: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
+        text_mode: str | None = None,
     ) -> Sam3LiteTextModel:
         """Load a checkpoint (short name, hub id, local directory or original ``.pt``); see ``sam3lite.load``."""
-        return load(name_or_path, device=device_map, dtype=dtype)
+        return load(name_or_path, device=device_map, dtype=dtype, text_mode=text_mode)
 
     def save_pretrained(self, directory: str | Path, max_shard_size: int | str = "5GB") -> None:
         """Write ``config.json`` + safetensors in the HF layout (transformers' AutoModel loads it)."""
@@ -41,21 +44,40 @@ def load(
     name_or_path: str | Path,
     device: str | torch.device | None = None,
     dtype: torch.dtype | str | None = None,
+    *,
+    text_mode: str | None = None,
+    context_length: int | None = None,
+    position_table: str = "slice",
 ) -> Sam3LiteTextModel:
     """Load a SAM3-LiteText (or SAM3) model in eval mode.
 
     Args:
         name_or_path: ``s0`` / ``s1`` / ``l`` / ``sam3``, a hub id, a local HF directory (config.json +
-            model.safetensors or a sharded index), a ``.safetensors`` file beside a config.json, or an
-            original EfficientSAM3 ``.pt`` (converted on load).
+            model.safetensors or a sharded index; the detector layout or facebook/sam3's ``sam3_video``
+            layout), a ``.safetensors`` file beside a config.json, or an original EfficientSAM3 / SAM3
+            ``.pt`` (converted on load).
         device: ``None`` (CPU), ``"auto"``, or any torch device.
         dtype: ``None`` (float32), ``"auto"`` (bfloat16 where the hardware runs it fast, else
             float32), ``"bfloat16"``, ``"float16"`` or a torch dtype.
+        text_mode: ``"transformers"`` (transformers' text path) or ``"original"`` (EfficientSAM3's, with
+            which the LiteText weights were trained; see docs/text_modes.md). None: the checkpoint's
+            own (``text_mode`` in its config.json), else ``"transformers"``. Kept as ``model.text_mode``
+            and written by ``save_pretrained``.
+        context_length / position_table: for original ``.pt`` files whose MobileCLIP position table is
+            longer than the context they were trained at (older files store 77 rows): the number of
+            rows to keep (default: a sibling config.json's, else 16) and how (``"slice"``, as
+            EfficientSAM3 does, or ``"interpolate"``).
     """
+    if text_mode is not None:
+        check_text_mode(text_mode)
     target_device = resolve_device(device)
     target_dtype = select_dtype(dtype, target_device)
     path = resolve(name_or_path)
-    config, state = read_checkpoint(path)
+    contents = read_contents(path, context_length=context_length, position_table=position_table)
+    config, state = contents.config, contents.detector
+    if text_mode is not None:
+        config.text_mode = text_mode
+    _warn_unused(contents)
     # Built on the meta device, the model allocates nothing; the checkpoint's tensors, each moved to
     # the target device and dtype one at a time, become its parameters. Peak memory is one copy of
     # the weights (plus one tensor), not two.
@@ -66,3 +88,15 @@ def load(
     load_state_dict_strict(model, state, source=str(path), assign=True)
     # Moves only what the loop did not: BatchNorm counters filled in for files that lack them.
     return model.to(device=target_device, dtype=target_dtype).eval()
+
+
+def _warn_unused(contents: CheckpointContents) -> None:
+    """One line for parts of the file that sam3lite does not run (SAM 3.1's), so nothing is dropped unseen."""
+    if contents.unused:
+        parts = "; ".join(f"{part}: {n} tensors, {why}" for part, (n, why) in contents.unused.items())
+        sam31 = (
+            " This is a SAM 3.1 file: its detector is loaded as SAM3's."
+            if any(part.startswith("sam3.1") for part in contents.unused)
+            else ""
+        )
+        warnings.warn(f"{contents.source}: not loaded: {parts}.{sam31}", stacklevel=3)

@@ -1,4 +1,5 @@
-"""``sam3lite info MODEL``: what a checkpoint holds: config summary, parameters per component, dtype.
+"""``sam3lite info MODEL``: what a checkpoint holds: its layout and parts (detector, tracker, unused
+parts), config summary, text encoder, context length and text mode, parameters per component, dtype.
 
 Parameters are counted on a model built on the ``meta`` device (shapes only, no memory), so buffers
 such as BatchNorm statistics are not counted; the dtype is that of the stored tensors.
@@ -31,12 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import read_checkpoint, resolve
+    from ..checkpoints import read_contents, resolve
 
     path = resolve(args.model)
-    config, state = read_checkpoint(path)
-    summary = describe(config, state)
+    contents = read_contents(path)
+    summary = describe(contents.config, contents.detector)
     summary["model"] = {"name": str(args.model), "path": str(path)}
+    summary["checkpoint"] = describe_parts(contents)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 
@@ -76,6 +78,8 @@ def describe(config: Any, state: dict[str, Any]) -> dict[str, Any]:
             "width": text.hidden_size,
             "heads": text.num_attention_heads,
             "context_length": text.max_position_embeddings,
+            "prompt_length": config.text_context_length,
+            "text_mode": config.text_mode,
             "repmixer": bool(getattr(text, "use_repmixer_blocks", False)),
         },
         "heads": {
@@ -92,6 +96,30 @@ def describe(config: Any, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def describe_parts(contents: Any) -> dict[str, Any]:
+    """Layout, variant and the parts of the file beside the detector (``CheckpointContents``)."""
+    from ..checkpoints import variant_of
+
+    tracker: dict[str, Any] = {"present": contents.has_tracker}
+    if contents.tracker:
+        tracker.update(
+            tensors=len(contents.tracker) + len(contents.tracker_neck),
+            parameters=contents.parameter_count("tracker") + contents.parameter_count("tracker_neck"),
+        )
+    elif contents.original_tracker:
+        tracker.update(tensors=len(contents.original_tracker), parameters=contents.parameter_count("original_tracker"))
+    if contents.has_tracker:
+        tracker["used"] = False  # the tracker head (points, boxes, video) is not built yet
+    return {
+        "layout": contents.layout,
+        "variant": variant_of(contents.config),
+        "text_mode": contents.config.text_mode,
+        "detector_tensors": len(contents.detector),
+        "tracker": tracker,
+        "unused": {part: {"tensors": n, "why": why} for part, (n, why) in contents.unused.items()},
+    }
+
+
 def _millions(n: int) -> str:
     return f"{n / 1e6:9.2f}M" if n >= 10_000 else f"{n:10d}"
 
@@ -101,14 +129,16 @@ def render(summary: dict[str, Any]) -> str:
     v, t, h, p = summary["vision"], summary["text"], summary["heads"], summary["parameters"]
     text_kind = t["encoder"] + (" with RepMixer" if t["repmixer"] else "")
     mixed = "" if len(summary["dtypes"]) <= 1 else f" (mixed: {summary['dtypes']})"
+    c = summary.get("checkpoint") or {}
     lines = [
         f"model       {summary['model']['name']}  ({summary['model']['path']})",
-        f"type        {summary['model_type']} ({summary['architecture']})",
+        f"type        {summary['model_type']} ({summary['architecture']})"
+        + (f", variant {c['variant']}, {c['layout']} layout" if c else ""),
         f"image       {summary['image_size']} px, patch {v['patch_size']}",
         f"vision      ViT {v['layers']} layers x {v['width']}, {v['heads']} heads, window {v['window_size']}, "
         f"global attention in layers {v['global_attention_layers']}",
         f"text        {text_kind}: {t['layers']} layers x {t['width']}, {t['heads']} heads, "
-        f"context {t['context_length']}",
+        f"{t['context_length']} positions; text mode {t['text_mode']}, prompts padded to {t['prompt_length']}",
         f"heads       width {h['width']}, {h['queries']} queries",
         f"dtype       {summary['dtype']}{mixed}",
         "parameters",
@@ -117,4 +147,14 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"  {group:<22}{_millions(p[group])}")
         lines.extend(f"    {m:<20}{_millions(p['per_module'][m])}" for m in modules if len(modules) > 1)
     lines.append(f"  {'total':<22}{_millions(p['total'])}")
+    tracker = c.get("tracker", {})
+    if tracker.get("present"):
+        lines.append(
+            f"tracker     present: {tracker['tensors']} tensors, {_millions(tracker['parameters']).strip()} "
+            "parameters (not used yet: point/box/video prompts are not built)"
+        )
+    elif c:
+        lines.append("tracker     none")
+    for part, info in c.get("unused", {}).items():
+        lines.append(f"not loaded  {part}: {info['tensors']} tensors, {info['why']}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from pathlib import Path
 # import torch (``sam3lite --help`` stays fast).
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TEXT_MODES = ("transformers", "original")  # sam3lite.runtime.TEXT_MODES, without importing torch here
 
 EPILOG = """\
 outputs (DIR = --out):
@@ -68,6 +69,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     how.add_argument("--device", default="auto", choices=DEVICES, help="auto: cuda:LOCAL_RANK, else mps, else cpu")
     how.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 where the hardware is fast at it")
     how.add_argument(
+        "--text-mode",
+        choices=TEXT_MODES,
+        help="how prompts are encoded: as transformers' port or as the original EfficientSAM3 code "
+        "(default: the checkpoint's own, else transformers; see docs/text_modes.md)",
+    )
+    how.add_argument(
         "--quantize", choices=["int8"], help="int8 image encoder: faster on CPUs without bfloat16 hardware (CPU only)"
     )
     how.add_argument("--batch-size", type=int, metavar="N", help="images per image-encoder pass (8 on CUDA, else 1)")
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         mask_threshold=args.mask_threshold,
         device=args.device,
         dtype=args.dtype,
+        text_mode=args.text_mode,
         quantize=args.quantize,
         batch_size=args.batch_size,
         workers=args.workers,

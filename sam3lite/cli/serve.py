@@ -34,6 +34,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--dtype", default="auto", help="auto (bfloat16 where the hardware runs it fast), float32, bfloat16, float16"
     )
     parser.add_argument(
+        "--text-mode",
+        choices=("transformers", "original"),
+        help="how prompts are encoded (default: the checkpoint's own, else transformers; docs/text_modes.md)",
+    )
+    parser.add_argument(
         "--api-key",
         default=os.environ.get("SAM3LITE_API_KEY"),
         help="require this key on /v1/* (default: $SAM3LITE_API_KEY, which keeps it out of the process list)",
@@ -62,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from sam3lite.serve import create_app
 
     device, dtype = _device_dtype(args.device, args.dtype)
-    model = sam3lite.load(args.model, device=device, dtype=dtype)
+    model = sam3lite.load(args.model, device=device, dtype=dtype, text_mode=args.text_mode)
     app = create_app(model, settings)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_keep_alive=5)
     return 0

@@ -179,9 +179,24 @@ class Sam3Detector(nn.Module):
         _check_tensor("pixel_values", pixel_values, ndim=4, floating=True)
         return self.vision_encoder(pixel_values.to(self.dtype))
 
+    @property
+    def text_mode(self) -> str:
+        """How prompts are encoded: ``"transformers"`` or ``"original"`` (``sam3lite.runtime.TEXT_MODES``)."""
+        return self.config.text_mode
+
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextFeatures:
-        """input_ids [B, T] -> prompt tokens [B, T, C] (``pooler_output``), computed once per prompt."""
-        encoded = self.text_encoder(input_ids, attention_mask)  # the encoder validates both arguments
+        """input_ids [B, T] -> prompt tokens [B, T, C] (``pooler_output``), computed once per prompt.
+
+        In ``original`` text mode the text encoder runs without a padding mask (real tokens attend to the
+        pads, as in EfficientSAM3) and the detector's padding is ``input_ids == 0`` unless
+        ``attention_mask`` is given.
+        """
+        if self.text_mode == "original":
+            encoded = self.text_encoder(input_ids, None, original=True)  # validates input_ids
+            if attention_mask is None:
+                attention_mask = (input_ids != 0).long()
+        else:
+            encoded = self.text_encoder(input_ids, attention_mask)  # the encoder validates both arguments
         return TextFeatures(
             pooler_output=self.text_projection(encoded.last_hidden_state),
             last_hidden_state=encoded.last_hidden_state,

@@ -5,12 +5,17 @@ space, everything is lowercased, split with CLIP's word pattern, mapped to byte 
 by BPE with an ``</w>`` end-of-word marker. Each prompt becomes ``BOS ... EOS`` padded with ``PAD``
 (= EOS, 49407) to the context length. Nothing is downloaded: the vocabulary is derived from
 ``assets/bpe_simple_vocab_16e6.txt.gz`` the way CLIP derives it.
+
+``text_mode="original"`` tokenizes as EfficientSAM3's ``SimpleTokenizer`` (the LiteText training code):
+the text is first cleaned as there (ftfy's ``fix_text`` when ftfy is installed, HTML entities unescaped
+twice, stripped), then tokenized the same way, and padded with id 0 instead of EOS.
 """
 
 from __future__ import annotations
 
 import functools
 import gzip
+import html
 import warnings
 from collections.abc import Sequence
 from importlib import resources
@@ -21,11 +26,14 @@ from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers, processor
 from tokenizers import Tokenizer as _HFTokenizer
 from tokenizers.models import BPE
 
+from ..runtime import check_text_mode
+
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
 BOS_ID = 49406
 EOS_ID = 49407
 PAD_ID = 49407  # CLIP pads with EOS; RepMixer text layers see pad tokens, so the exact id matters.
+ORIGINAL_PAD_ID = 0  # EfficientSAM3 pads with 0 (the token "!"), and its detector masks ids == 0
 VOCAB_SIZE = 49408
 
 # CLIP keeps the first 49152 - 256 - 2 merges: 256 byte tokens, 256 byte+</w> tokens, the merges and
@@ -88,22 +96,48 @@ def bpe_backend() -> _HFTokenizer:
     return tok
 
 
+def original_clean(text: str) -> str:
+    """EfficientSAM3's text cleaning before BPE: ftfy (when installed), HTML unescaped twice, stripped.
+
+    Lowercasing and whitespace collapsing follow in the shared normalizer. ftfy is optional: without it
+    the original code also skips it (with a warning); its effect is limited to mojibake and odd Unicode.
+    """
+    fix = _ftfy_fix_text()
+    if fix is not None:
+        text = fix(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _ftfy_fix_text():  # -> Callable[[str], str] | None
+    try:
+        import ftfy
+    except ImportError:
+        return None
+    return ftfy.fix_text
+
+
 class Tokenizer:
     """Text prompts -> padded CLIP token ids.
 
     Args:
-        context_length: L, the padded length (32 for SAM3 / SAM3-LiteText). Longer prompts are truncated
-            to L tokens ending in EOS, with a warning.
+        context_length: L, the padded length (32 for SAM3 / SAM3-LiteText in transformers' port; the
+            position table's length, 16, in ``original`` mode). Longer prompts are truncated to L tokens
+            ending in EOS, with a warning.
+        text_mode: ``"transformers"`` (pad with EOS) or ``"original"`` (EfficientSAM3's cleaning, pad with 0).
     """
 
-    def __init__(self, context_length: int = 32) -> None:
+    def __init__(self, context_length: int = 32, text_mode: str = "transformers") -> None:
         if not isinstance(context_length, int) or context_length < 3:
             raise ValueError(f"context_length must be an int >= 3, got {context_length!r}")
+        check_text_mode(text_mode)
         self.context_length = context_length
+        self.text_mode = text_mode
+        self.pad_id = ORIGINAL_PAD_ID if text_mode == "original" else PAD_ID
         self._tok = bpe_backend()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(context_length={self.context_length})"
+        return f"{type(self).__name__}(context_length={self.context_length}, text_mode={self.text_mode!r})"
 
     @property
     def vocab_size(self) -> int:
@@ -114,7 +148,8 @@ class Tokenizer:
 
         Returns:
             ``input_ids`` [N, L] int64 (BOS, tokens, EOS, then PAD) and ``attention_mask`` [N, L] int64
-            (1 on BOS..EOS, 0 on padding).
+            (1 on BOS..EOS, 0 on padding; in ``original`` mode ``ids != 0``, as the original detector
+            masks, which also drops a real "!" token, id 0).
 
         Raises:
             TypeError: a prompt is not a str.
@@ -125,10 +160,11 @@ class Tokenizer:
             if not isinstance(text, str):
                 raise TypeError(f"text[{i}] must be a str, got {type(text).__name__}")
         n, length = len(batch), self.context_length
-        ids = np.full((n, length), PAD_ID, dtype=np.int64)
+        ids = np.full((n, length), self.pad_id, dtype=np.int64)
         mask = np.zeros((n, length), dtype=np.int64)
         truncated: list[int] = []
-        for i, enc in enumerate(self._tok.encode_batch(batch)):
+        cleaned = [original_clean(t) for t in batch] if self.text_mode == "original" else batch
+        for i, enc in enumerate(self._tok.encode_batch(cleaned)):
             row = enc.ids
             if len(row) <= 2:  # BOS + EOS only: nothing but whitespace
                 raise ValueError(f"text[{i}] is empty or whitespace only: {batch[i]!r}")
@@ -137,6 +173,8 @@ class Tokenizer:
                 truncated.append(i)
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
+        if self.text_mode == "original":
+            mask = (ids != ORIGINAL_PAD_ID).astype(np.int64)
         if truncated:
             warnings.warn(
                 f"{len(truncated)} prompt(s) longer than the context length {length} were truncated "
@@ -147,13 +185,16 @@ class Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Ids of one prompt, BOS ... EOS, neither padded nor truncated."""
-        return self._tok.encode(text).ids
+        return self._tok.encode(original_clean(text) if self.text_mode == "original" else text).ids
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of token ids (lowercased, whitespace-normalized); BOS, EOS and PAD are dropped."""
         if isinstance(ids, torch.Tensor):
             ids = ids.tolist()
-        tokens = [self._tok.id_to_token(int(i)) for i in ids if int(i) not in (BOS_ID, EOS_ID)]
+        ids = [int(i) for i in ids]
+        if self.text_mode == "original":  # id 0 is padding here (a real "!" never follows EOS)
+            ids = ids[: ids.index(EOS_ID) + 1] if EOS_ID in ids else ids
+        tokens = [self._tok.id_to_token(i) for i in ids if i not in (BOS_ID, EOS_ID)]
         chars = "".join(t for t in tokens if t is not None).replace("</w>", " ")
         byte_of = {c: b for b, c in bytes_to_unicode().items()}
         data = bytearray()

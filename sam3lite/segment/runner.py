@@ -63,6 +63,7 @@ class SegmentOptions:
     mask_threshold: float = 0.5
     device: str = "auto"
     dtype: str = "auto"
+    text_mode: str | None = None  # None: the checkpoint's own (see sam3lite.load)
     quantize: str | None = None  # "int8": int8 image encoder on a float32 CPU model
     batch_size: int | None = None
     workers: int | None = None
@@ -152,7 +153,7 @@ def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor, dict[st
         if device.type != "cpu":
             raise ValueError(f"--quantize {options.quantize} runs on the CPU, not {device} (add --device cpu)")
         dtype = torch.float32 if options.dtype == "auto" else dtype  # int8 products take float32 inputs
-    model = load(options.model, device=device, dtype=dtype).reparameterize()
+    model = load(options.model, device=device, dtype=dtype, text_mode=options.text_mode).reparameterize()
     if options.quantize:
         model.quantize_image_encoder()
     # Cache every prompt: a dataset with more categories than the default cache would re-encode all
@@ -161,7 +162,12 @@ def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor, dict[st
         model, text_cache_size=max(1024, len(prompts.texts)), prompt_batch_size=options.prompt_batch_size
     )
     predictor.text_features(prompts.texts)
-    info = {"model": str(options.model), "device": str(device), "dtype": str(dtype).removeprefix("torch.")}
+    info = {
+        "model": str(options.model),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "text_mode": model.text_mode,
+    }
     if options.quantize:
         info["quantize"] = options.quantize
     return predictor, info

@@ -26,7 +26,7 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..checkpoints import Sam3LiteTextModel
-from ..checkpoints.variants import VARIANTS
+from ..checkpoints import variant_of as config_variant
 from ..predictor import Predictor
 from .cache import FeatureCache, content_key
 from .decode import decode_image, prepare_pixels
@@ -290,17 +290,14 @@ def model_info(model: Sam3LiteTextModel, settings: ServeSettings) -> ModelInfo:
         device=str(model.device),
         dtype=str(model.dtype).removeprefix("torch."),
         image_size=model.config.image_size,
+        text_mode=model.config.text_mode,
         limits=limits,
     )
 
 
 def variant_of(model: Sam3LiteTextModel) -> str:
-    """The named variant whose full config this model has, else 'custom'."""
-    config = model.config.to_dict()
-    for name, variant in VARIANTS.items():
-        if variant.config().to_dict() == config:
-            return name
-    return "custom"
+    """The named variant this model's architecture matches, else 'custom' (see checkpoints.variant_of)."""
+    return config_variant(model.config)
 
 
 def segment_request_body() -> dict[str, Any]:

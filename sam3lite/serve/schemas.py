@@ -120,6 +120,7 @@ class ModelInfo(BaseModel):
     device: str
     dtype: str
     image_size: int = Field(description="Side of the square the image encoder sees")
+    text_mode: str = Field(description="How prompts are encoded: 'transformers' or 'original' (docs/text_modes.md)")
     limits: Limits
 
 

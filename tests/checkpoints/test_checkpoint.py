@@ -234,15 +234,15 @@ def test_load_keeps_one_copy_of_the_weights(tmp_path, monkeypatch):
     from sam3lite.checkpoints import pretrained
 
     save_reference(tiny_config_dict("s0"), tmp_path, seed=5)
-    read = pretrained.read_checkpoint
+    read = pretrained.read_contents
     seen = {}
 
-    def spy(path):
-        config, state = read(path)
-        seen.update({k: v.data_ptr() for k, v in state.items()})
-        return config, state
+    def spy(path, **kwargs):
+        contents = read(path, **kwargs)
+        seen.update({k: v.data_ptr() for k, v in contents.detector.items()})
+        return contents
 
-    monkeypatch.setattr(pretrained, "read_checkpoint", spy)
+    monkeypatch.setattr(pretrained, "read_contents", spy)
     model = sam3lite.load(tmp_path)
     params = dict(model.named_parameters())
     assert params and all(params[k].data_ptr() == seen[k] for k in params)
