@@ -14,6 +14,7 @@ from .modeling.config import (
 )
 from .modeling.detector import Sam3Detector, Sam3LiteTextOutput, TextFeatures
 from .modeling.text import Sam3LiteTextTextModel
+from .objects import ObjectResult
 from .predictor import Predictor, PromptResult
 from .processing.images import ImageSettings, load_image, preprocess_images
 from .processing.processor import BatchInputs, Processor
@@ -40,6 +41,7 @@ __all__ = [
     "Sam3ViTConfig",
     "TextFeatures",
     "load",
+    "ObjectResult",
     "Predictor",
     "PromptResult",
     "Processor",

@@ -4,7 +4,8 @@ Every ``import`` statement counts, including those inside functions: a lazy impo
 modules together. Layers, lowest first (README.md, Layout):
 
     runtime  <  modeling  <  checkpoints          processing (beside modeling, on runtime only)
-    predictor (modeling, processing, runtime)  <  feature packages  <  the ``sam3lite`` package itself
+    objects (object-prompt results, on processing)
+    predictor (modeling, processing, runtime, objects)  <  feature packages  <  the ``sam3lite`` package itself
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ ALLOWED: dict[str, set[str]] = {
     "modeling": {"runtime"},
     "processing": {"runtime"},
     "checkpoints": {"modeling", "runtime"},
-    "predictor": {"modeling", "processing", "runtime"},
-    "video_predictor": {"modeling", "processing", "runtime", "predictor"},
+    "objects": {"processing"},
+    "predictor": {"modeling", "processing", "runtime", "objects"},
+    "video_predictor": {"modeling", "processing", "runtime", "predictor", "objects"},
 }
 FEATURES = {"bench", "cli", "segment", "evaluation", "distill", "anatomy", "serve", "export", "onnx", "video"}
 

@@ -32,6 +32,7 @@ from .convert import (
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+VIDEO_OWN_PREFIXES = ("tracker_model.", "tracker_neck.")  # model keys already in the sam3_video layout
 _OPTIONAL_BUFFER_SUFFIXES = ("num_batches_tracked",)  # BatchNorm counters: absent in many files, unused in eval
 
 
@@ -288,7 +289,13 @@ def write_checkpoint(model: nn.Module, directory: str | Path, max_shard_size: in
         raise CheckpointError("this model's RepMixer branches are folded; save the model before reparameterize()")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_json_file(directory / CONFIG_NAME)
+    video_config = getattr(model, "video_config", None)
+    if video_config is not None:
+        # With a tracker: facebook/sam3's hub layout (transformers' Sam3VideoModel reads it).
+        state = {k if k.startswith(VIDEO_OWN_PREFIXES) else "detector_model." + k: v for k, v in state.items()}
+        video_config.to_json_file(directory / CONFIG_NAME)
+    else:
+        model.config.to_json_file(directory / CONFIG_NAME)
     save_torch_state_dict(
         {k: v.detach().cpu().contiguous() for k, v in state.items()},
         directory,

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from ..modeling.detector import Sam3Detector
+from ..modeling.tracker.config import TrackerConfig
+from ..modeling.video_config import check_tracker_fits
 from ..runtime import check_text_mode, resolve_device, select_dtype
 from .contents import CheckpointContents
-from .files import load_state_dict_strict, read_contents, skip_weight_init, write_checkpoint
+from .files import CheckpointError, load_state_dict_strict, read_contents, skip_weight_init, write_checkpoint
 from .hub import resolve
 
 
@@ -46,6 +49,7 @@ def load(
     dtype: torch.dtype | str | None = None,
     *,
     text_mode: str | None = None,
+    tracker: str | Path | bool | None = None,
     context_length: int | None = None,
     position_table: str = "slice",
 ) -> Sam3LiteTextModel:
@@ -63,6 +67,10 @@ def load(
             which the LiteText weights were trained; see docs/text_modes.md). None: the checkpoint's
             own (``text_mode`` in its config.json), else ``"transformers"``. Kept as ``model.text_mode``
             and written by ``save_pretrained``.
+        tracker: SAM3's tracker for point / object-box / mask prompts and video. None: the file's own,
+            if it has one (facebook/sam3's hub file does); a name or path (``"sam3"``, a directory in
+            the ``sam3_video`` layout): that file's tracker, combined with this detector (LiteText keeps
+            SAM3's ViT, so SAM3's tracker fits every LiteText model); False: no tracker.
         context_length / position_table: for original ``.pt`` files whose MobileCLIP position table is
             longer than the context they were trained at (older files store 77 rows): the number of
             rows to keep (default: a sibling config.json's, else 16) and how (``"slice"``, as
@@ -78,16 +86,60 @@ def load(
     if text_mode is not None:
         config.text_mode = text_mode
     _warn_unused(contents)
+    source = _tracker_source(contents, tracker)
+    tracker_config, settings = None, None
+    if source is not None:
+        tracker_config, settings = _tracker_parts(source, state)
+        try:
+            check_tracker_fits(config, tracker_config)
+        except ValueError as err:
+            raise CheckpointError(f"{source.source}: {err}") from err
     # Built on the meta device, the model allocates nothing; the checkpoint's tensors, each moved to
     # the target device and dtype one at a time, become its parameters. Peak memory is one copy of
     # the weights (plus one tensor), not two.
     with skip_weight_init(), torch.device("meta"):
-        model = Sam3LiteTextModel(config)
+        model = Sam3LiteTextModel(config, tracker_config=tracker_config, video_settings=settings)
     for key, value in state.items():
         state[key] = value.to(target_device, target_dtype if value.is_floating_point() else value.dtype)
     load_state_dict_strict(model, state, source=str(path), assign=True)
     # Moves only what the loop did not: BatchNorm counters filled in for files that lack them.
     return model.to(device=target_device, dtype=target_dtype).eval()
+
+
+def _tracker_source(contents: CheckpointContents, tracker: str | Path | bool | None) -> CheckpointContents | None:
+    """The checkpoint whose tracker the model gets, or None."""
+    if tracker is False:
+        return None
+    if tracker is None or tracker is True:
+        if contents.tracker:
+            return contents
+        if tracker is True:
+            raise CheckpointError(f"{contents.source}: holds no tracker; pass tracker='sam3' (or a path) to add one")
+        return None
+    source = read_contents(resolve(tracker))
+    if not source.tracker:
+        detail = (
+            " (its tracker is in the original SAM3 layout, which sam3lite cannot convert yet; use facebook/sam3's "
+            "hub files)"
+            if source.original_tracker
+            else ""
+        )
+        raise CheckpointError(f"{tracker}: holds no SAM3 tracker{detail}")
+    return source
+
+
+def _tracker_parts(source: CheckpointContents, state: dict[str, torch.Tensor]) -> tuple[TrackerConfig, dict[str, Any]]:
+    """Add the tracker's tensors to ``state`` (under our module names); return its config and settings."""
+    if source.tracker_config is None:
+        raise CheckpointError(f"{source.source}: tracker tensors without a tracker_config in config.json")
+    try:
+        tracker_config = TrackerConfig.from_dict(source.tracker_config)
+    except ValueError as err:
+        raise CheckpointError(f"{source.source}: tracker_config: {err}") from err
+    state.update({"tracker_model." + k: v for k, v in source.tracker.items()})
+    state.update({"tracker_neck." + k: v for k, v in source.tracker_neck.items()})
+    settings = {k: v for k, v in (source.video_config or {}).items() if k != "model_type"}
+    return tracker_config, settings
 
 
 def _warn_unused(contents: CheckpointContents) -> None:

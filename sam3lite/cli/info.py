@@ -102,14 +102,21 @@ def describe_parts(contents: Any) -> dict[str, Any]:
 
     tracker: dict[str, Any] = {"present": contents.has_tracker}
     if contents.tracker:
+        parts: Counter[str] = Counter()
+        for key, tensor in contents.tracker.items():
+            parts[key.split(".")[0]] += tensor.numel()
+        parts["tracker_neck"] = contents.parameter_count("tracker_neck")
         tracker.update(
+            used=True,
             tensors=len(contents.tracker) + len(contents.tracker_neck),
-            parameters=contents.parameter_count("tracker") + contents.parameter_count("tracker_neck"),
+            parameters=sum(parts.values()),
+            per_part=dict(sorted(parts.items(), key=lambda kv: -kv[1])),
         )
     elif contents.original_tracker:
-        tracker.update(tensors=len(contents.original_tracker), parameters=contents.parameter_count("original_tracker"))
-    if contents.has_tracker:
-        tracker["used"] = False  # the tracker head (points, boxes, video) is not built yet
+        # Original-layout tracker tensors are kept but not converted yet.
+        tracker.update(
+            used=False, tensors=len(contents.original_tracker), parameters=contents.parameter_count("original_tracker")
+        )
     return {
         "layout": contents.layout,
         "variant": variant_of(contents.config),
@@ -148,13 +155,18 @@ def render(summary: dict[str, Any]) -> str:
         lines.extend(f"    {m:<20}{_millions(p['per_module'][m])}" for m in modules if len(modules) > 1)
     lines.append(f"  {'total':<22}{_millions(p['total'])}")
     tracker = c.get("tracker", {})
-    if tracker.get("present"):
+    if tracker.get("used"):
+        lines.append(f"  {'tracker (SAM3)':<22}{_millions(tracker['parameters'])}")
+        big = {part: n for part, n in tracker["per_part"].items() if n >= tracker["parameters"] / 100}
+        small = tracker["parameters"] - sum(big.values())
+        lines.extend(f"    {part:<20}{_millions(n)}" for part, n in {**big, "other": small}.items() if n)
+    elif tracker.get("present"):
         lines.append(
-            f"tracker     present: {tracker['tensors']} tensors, {_millions(tracker['parameters']).strip()} "
-            "parameters (not used yet: point/box/video prompts are not built)"
+            f"tracker     present in the original layout: {tracker['tensors']} tensors, "
+            f"{_millions(tracker['parameters']).strip()} parameters, not converted (not loaded)"
         )
     elif c:
-        lines.append("tracker     none")
+        lines.append("tracker     none (add one with --tracker sam3 / sam3lite.load(..., tracker='sam3'))")
     for part, info in c.get("unused", {}).items():
         lines.append(f"not loaded  {part}: {info['tensors']} tensors, {info['why']}")
     return "\n".join(lines)

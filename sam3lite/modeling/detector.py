@@ -31,9 +31,16 @@ from .geometry import GeometryEncoder
 from .mask_decoder import MaskDecoder
 from .scoring import DotProductScoring
 from .text import MobileClipTextEncoder
-from .vision import VisionEncoder, VisionFeatures
+from .tracker.config import TrackerConfig
+from .tracker.model import Sam3Tracker, TrackerImageFeatures
+from .video_config import Sam3VideoConfig
+from .vision import VisionEncoder, VisionFeatures, VisionNeck
 
 PAD_LABEL = -10  # box label of padding entries, as in the reference processor
+NO_TRACKER_MESSAGE = (
+    "this model has no tracker, which point, object-box and mask prompts need: load one with "
+    "sam3lite.load(MODEL, tracker='sam3') (facebook/sam3's tracker fits every LiteText model; CLI: --tracker sam3)"
+)
 
 
 class _FieldAccess:
@@ -110,12 +117,18 @@ class Sam3Detector(nn.Module):
         *,
         vision_encoder: nn.Module | None = None,
         text_encoder: nn.Module | None = None,
+        tracker_config: TrackerConfig | None = None,
+        video_settings: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         config = config or Sam3LiteTextConfig()
         if isinstance(config, dict):
             config = Sam3LiteTextConfig.from_dict(config)
         self.config = config
+        # With a tracker: facebook/sam3's video config around this detector (saved in that layout).
+        self.video_config: Sam3VideoConfig | None = None
+        if tracker_config is not None:
+            self.video_config = Sam3VideoConfig.combine(config, tracker_config, **(video_settings or {}))
         width = config.detr_encoder_config.hidden_size
         self.vision_encoder = vision_encoder or VisionEncoder(config.vision_config)
         self.text_encoder = text_encoder or build_text_encoder(config)
@@ -125,6 +138,12 @@ class Sam3Detector(nn.Module):
         self.detr_decoder = DetrDecoder(config.detr_decoder_config)
         self.mask_decoder = MaskDecoder(config.mask_decoder_config)
         self.dot_product_scoring = DotProductScoring(config.detr_decoder_config)
+        # SAM3's tracker (clicks, boxes, masks, video) reads the same ViT output through its own neck.
+        self.tracker_neck: VisionNeck | None = None
+        self.tracker_model: Sam3Tracker | None = None
+        if tracker_config is not None:
+            self.tracker_neck = VisionNeck(config.vision_config)
+            self.tracker_model = Sam3Tracker(tracker_config)
 
     # ------------------------------------------------------------------------------------------
     # Properties and loading helpers
@@ -178,6 +197,24 @@ class Sam3Detector(nn.Module):
         """pixel_values [B, 3, S, S] (normalized) -> FPN features, computed once per image."""
         _check_tensor("pixel_values", pixel_values, ndim=4, floating=True)
         return self.vision_encoder(pixel_values.to(self.dtype))
+
+    @property
+    def has_tracker(self) -> bool:
+        """True when the model holds SAM3's tracker (point / box / mask prompts for one object, video)."""
+        return self.tracker_model is not None
+
+    def get_tracker_features(self, vision: VisionFeatures) -> TrackerImageFeatures:
+        """The tracker's features of images already encoded by ``get_vision_features`` (no second ViT pass):
+        the ViT tokens [B, h*w, C] go through the tracker's own FPN neck."""
+        if self.tracker_model is None or self.tracker_neck is None:
+            raise ValueError(NO_TRACKER_MESSAGE)
+        tokens = vision.last_hidden_state
+        side = (
+            self.config.vision_config.backbone_config.image_size // self.config.vision_config.backbone_config.patch_size
+        )
+        grid = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
+        levels, _ = self.tracker_neck(grid)
+        return self.tracker_model.prepare_image(levels)
 
     @property
     def text_mode(self) -> str:
