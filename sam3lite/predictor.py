@@ -284,8 +284,7 @@ class Predictor:
             points, point_labels, box, mask_input, self.image_size, tracker.config.image_size,
             tracker.config.mask_input_size,
         )  # fmt: skip
-        if self._tracker_features is None:
-            self._tracker_features = self.model.get_tracker_features(self._vision)
+        self.tracker_features()
         results: list[ObjectResult | None] = [None] * len(prompts)
         groups: dict[tuple[int, bool, bool], list[int]] = {}
         for i, prompt in enumerate(prompts):
@@ -295,6 +294,16 @@ class Predictor:
             for i, result in zip(indices, answers, strict=True):
                 results[i] = result
         return results if batched else results[0]  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def tracker_features(self) -> TrackerImageFeatures:
+        """The current image's tracker features (the tracker neck on the ViT output of ``set_image``),
+        computed on the first object prompt and kept with the image."""
+        if self._vision is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        if self._tracker_features is None:
+            self._tracker_features = self.model.get_tracker_features(self._vision)
+        return self._tracker_features
 
     def _predict_objects(self, prompts: list[ObjectPrompt], multimask_output: bool) -> list[ObjectResult]:
         device, dtype = self.model.device, self.model.dtype

@@ -28,6 +28,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--quantize", choices=["int8"], help="also time sam3lite float32 with the int8 image encoder (CPU)"
     )
     parser.add_argument("--skip", action="append", default=[], help="leave out measurements starting with this")
+    parser.add_argument(
+        "--tracker",
+        action="store_true",
+        help="point prompts instead: SAM3's tracker head against transformers' Sam3TrackerModel (full size, CPU)",
+    )
     parser.add_argument("--json", type=Path, help="also write the full report as JSON here")
     return parser
 
@@ -40,6 +45,16 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import BenchSettings, format_markdown, save
     from ..bench import run as run_bench
 
+    if args.tracker:
+        from ..bench.tracker import format_tracker_markdown, run_tracker
+
+        if args.device != "cpu" or args.checkpoint:
+            raise UsageError("--tracker measures full-size random weights on the CPU (no --checkpoint/--device)")
+        report = run_tracker(repeats=args.repeats, threads=args.threads)
+        print(format_tracker_markdown(report))
+        if args.json:
+            save(report, args.json)
+        return 0
     if not 1 <= args.prompts <= 8 or args.repeats < 1 or args.batch < 1:
         raise UsageError("--prompts must be 1..8, --repeats and --batch at least 1")
     if args.quantize and args.device != "cpu":
