@@ -36,6 +36,12 @@ _PIL_RESAMPLE_BILINEAR = 2  # PIL.Image.Resampling.BILINEAR, the value HF config
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
 
+# File extensions taken as images when a folder is read (image datasets, folders of video frames).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
+
+
 @dataclass(frozen=True)
 class ImageSettings:
     """Target size and normalization. Defaults are those of every SAM3 / SAM3-LiteText checkpoint.

@@ -27,9 +27,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
-)
+from ..processing.images import IMAGE_EXTENSIONS
+
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
 RESERVED_NAMES = frozenset({"results", "images", "summary", "errors"})  # run-level files in the output folder
 OVERLAY_SUFFIX = ".overlay.png"
