@@ -298,3 +298,30 @@ def test_track_step_batch_equals_one_by_one(ours, frame):
 def test_track_step_input_errors(ours, frame, kwargs, message):
     with pytest.raises(ValueError, match=message):
         ours.tracker.track_step(frame[1], **kwargs)
+
+
+def test_bfloat16_model_runs_a_frame(ours, frame):
+    """A bfloat16 tracker: prompt, memory, tracked frame and mask prompt keep one dtype and stay near float32."""
+    import copy
+
+    tracker = copy.deepcopy(ours.tracker).to(torch.bfloat16)
+    f32 = frame[1]
+    f16 = type(f32)(
+        f32.pixel_features.bfloat16(),
+        f32.image_embedding.bfloat16(),
+        tuple(x.bfloat16() for x in f32.high_res_features),
+        f32.image_pe.bfloat16(),
+    )
+    points, labels = [torch.tensor([[100.0, 80.0]])], [torch.tensor([1])]
+    mask = torch.zeros(224, 224)
+    mask[10:50, 10:80] = 1
+    with torch.no_grad():
+        first = tracker.track_step(f16, [None, None], points + [None], labels + [None], [None, mask])
+        memory = tracker.encode_memory(f16, first.high_res_masks, first.object_score_logits, True)
+        selection = select_memory(1, [0], [], num_maskmem=7, max_cond_frame_num=4, max_object_pointers=16, num_frames=4)
+        reads = [gather_memory(selection, {0: memory[i]}, {0: first.object_pointer[i]}) for i in range(2)]
+        tracked = tracker.track_step(f16, reads)
+        reference = ours.tracker.track_step(f32, [None], points, labels)
+    for out in (first, tracked):
+        assert {out.low_res_masks.dtype, out.object_pointer.dtype, out.object_score_logits.dtype} == {torch.bfloat16}
+    assert rel_err(first.low_res_masks[:1].float(), reference.low_res_masks) < 0.05
