@@ -143,7 +143,9 @@ class Sam3Tracker(nn.Module):
         shapes = [tuple(level.shape[1:]) for level in neck_levels]
         if len(neck_levels) != 3 or shapes != expected or any(lv.ndim != 4 for lv in neck_levels):
             raise ValueError(f"neck_levels must be 3 maps [N, C, H, W] with (C, H, W) = {expected}, got {shapes}")
-        pixel = neck_levels[-1]
+        # The neck's maps come out channels-last (the ViT tokens are [N, h, w, C]); the reference reads
+        # this level through a flattened copy. Same layout, same conv kernels: bit-equal memories.
+        pixel = neck_levels[-1].contiguous()
         return TrackerImageFeatures(
             pixel_features=pixel,
             image_embedding=pixel + self.no_memory_embedding.view(1, -1, 1, 1),
@@ -397,6 +399,11 @@ class Sam3Tracker(nn.Module):
         mask_inputs = list(mask_inputs) if mask_inputs is not None else [None] * count
         if not len(points) == len(labels) == len(mask_inputs) == count:
             raise ValueError("memories, points, labels and mask_inputs need one entry per object")
+        for i in range(count):
+            if (points[i] is None) != (labels[i] is None):
+                raise ValueError(f"object {i}: points and labels go together (both or neither)")
+            if mask_inputs[i] is not None and mask_inputs[i].ndim != 2:
+                raise ValueError(f"mask_inputs[{i}] must be an [H, W] mask, got {list(mask_inputs[i].shape)}")
         if multimask is None:
             multimask = [
                 self.use_multimask(0 if p is None else p.shape[0], m is None)

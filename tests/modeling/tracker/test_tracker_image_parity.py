@@ -45,10 +45,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def hf(tracker_checkpoint):
-    from transformers import Sam3TrackerModel
-
-    return Sam3TrackerModel.from_pretrained(tracker_checkpoint.directory).eval()
+def hf(hf_image):
+    return hf_image
 
 
 @pytest.fixture(scope="module")
