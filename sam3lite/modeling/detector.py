@@ -206,13 +206,25 @@ class Sam3Detector(nn.Module):
     def get_tracker_features(self, vision: VisionFeatures) -> TrackerImageFeatures:
         """The tracker's features of images already encoded by ``get_vision_features`` (no second ViT pass):
         the ViT tokens [B, h*w, C] go through the tracker's own FPN neck."""
+        tokens = vision.last_hidden_state
+        vit = self.config.vision_config.backbone_config
+        side = vit.image_size // vit.patch_size
+        return self._tracker_from_grid(tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side))
+
+    def get_tracker_features_from_pixels(self, pixel_values: torch.Tensor) -> TrackerImageFeatures:
+        """pixel_values [B, 3, S, S] -> tracker features, through the ViT and the tracker neck only (video
+        frames tracked without text need no detector neck)."""
+        if self.tracker_model is None:
+            raise ValueError(NO_TRACKER_MESSAGE)
+        _check_tensor("pixel_values", pixel_values, ndim=4, floating=True)
+        self.vision_encoder._check_input(pixel_values)
+        tokens = self.vision_encoder.backbone(pixel_values.to(self.dtype))  # [B, h, w, C]
+        return self._tracker_from_grid(tokens.permute(0, 3, 1, 2))
+
+    def _tracker_from_grid(self, grid: torch.Tensor) -> TrackerImageFeatures:
+        """ViT output [B, C, h, w] -> tracker neck -> ``prepare_image``."""
         if self.tracker_model is None or self.tracker_neck is None:
             raise ValueError(NO_TRACKER_MESSAGE)
-        tokens = vision.last_hidden_state
-        side = (
-            self.config.vision_config.backbone_config.image_size // self.config.vision_config.backbone_config.patch_size
-        )
-        grid = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side)
         levels, _ = self.tracker_neck(grid)
         return self.tracker_model.prepare_image(levels)
 
