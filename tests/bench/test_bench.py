@@ -79,3 +79,13 @@ def test_point_prompt_bench_on_a_tiny_tracker():
     assert report["errors"]["low_res_logits"] < 1e-4 and report["errors"]["iou_scores"] < 1e-4
     assert report["errors"]["mask pixels that differ"] < 1e-3
     assert "one click costs" in format_tracker_markdown(report)
+
+
+def test_video_bench_on_the_tiny_config():
+    from sam3lite.bench.video import format_video_markdown, run_video, tiny_video_config
+
+    report = run_video(objects=(1, 2), num_frames=4, tiny_config=tiny_video_config())
+    assert [row["objects"] for row in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert row["reference"]["fps"] > 0 and row["sam3lite"]["fps"] > 0 and row["speedup"] > 0
+    assert "| 2 |" in format_video_markdown(report)
