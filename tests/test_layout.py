@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "predictor": {"modeling", "processing", "runtime", "objects"},
     "video_predictor": {"modeling", "processing", "runtime", "predictor", "objects"},
 }
-FEATURES = {"bench", "cli", "segment", "evaluation", "distill", "anatomy", "serve", "export", "onnx", "video"}
+FEATURES = {"bench", "cli", "segment", "evaluation", "distill", "anatomy", "serve", "export", "onnx", "track"}
 
 
 def module_name(path: Path) -> str:
