@@ -20,14 +20,16 @@ from ..modeling.config import Sam3LiteTextConfig
 from ..modeling.quantize import is_quantized
 from .contents import CheckpointContents, is_video_config, split_video_state
 from .convert import (
+    TRACKER_NECK_PART,
+    TRACKER_PART,
     convert_original_state_dict,
     fit_text_positions,
     infer_config_dict,
     is_original_checkpoint,
-    kept_extra_parts,
     split_original_extras,
     unwrap_checkpoint,
 )
+from .convert_tracker import convert_original_tracker
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -167,6 +169,8 @@ def _read_original(path: Path, context_length: int | None, position_table: str) 
     ``context_length`` (default: the sibling config's table length, else 16) by ``position_table``:
     ``slice`` (what EfficientSAM3 does) or ``interpolate`` (for files trained with a stretched table).
     The choice is recorded in the config (``text_config.position_table``).
+
+    The tracker (``tracker.*`` and its ``sam2_convs`` neck) is converted as well (see ``_add_tracker``).
     """
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
@@ -178,7 +182,8 @@ def _read_original(path: Path, context_length: int | None, position_table: str) 
             raise ValueError("not an original EfficientSAM3/SAM3 checkpoint (no detector keys found)")
         state, extras, reasons = split_original_extras(state)
         sibling = path.parent / CONFIG_NAME
-        config = _detector_config(sibling, _read_config_dict(sibling)) if sibling.is_file() else None
+        data = _read_config_dict(sibling) if sibling.is_file() else None
+        config = _detector_config(sibling, data) if data is not None else None
         state = convert_original_state_dict(state)
         if config is not None and context_length is None:
             context_length = config.text_config.max_position_embeddings
@@ -191,15 +196,48 @@ def _read_original(path: Path, context_length: int | None, position_table: str) 
         raise CheckpointError(f"{path}: {err}") from err
     if fitted is not None:
         config.text_config.extra["position_table"] = fitted
-    kept = set(kept_extra_parts())
-    return CheckpointContents(
+    tracker, neck = extras.pop(TRACKER_PART, {}), extras.pop(TRACKER_NECK_PART, {})
+    contents = CheckpointContents(
         source=path,
         layout="original",
         config=config,
         detector=state,
-        unused={part: (len(t), reasons[part]) for part, t in extras.items() if part not in kept},
-        original_tracker={k: v for part, t in extras.items() if part in kept for k, v in t.items()},
+        unused={part: (len(tensors), reasons[part]) for part, tensors in extras.items()},
     )
+    if tracker or neck:
+        _add_tracker(contents, tracker, neck, data)
+    return contents
+
+
+def _add_tracker(
+    contents: CheckpointContents,
+    tracker: dict[str, torch.Tensor],
+    neck: dict[str, torch.Tensor],
+    sibling: dict[str, Any] | None,
+) -> None:
+    """Convert an original file's tracker into ``contents`` (``tracker``, ``tracker_neck``, ``tracker_config``).
+
+    The tracker config is the sibling config.json's ``tracker_config`` when that is a ``sam3_video`` config
+    (its detect-and-track settings are kept too), else inferred from shapes. A tracker that cannot be
+    converted is not dropped: its tensors are listed in ``unused`` and the reason kept in ``tracker_error``
+    (loading the file with its tracker raises it; ``tracker=False`` loads the detector alone).
+    """
+    tracker_config = sibling.get("tracker_config") if sibling is not None else None
+    try:
+        converted = convert_original_tracker(
+            tracker, neck, contents.config, tracker_config if isinstance(tracker_config, dict) else None
+        )
+    except ValueError as err:
+        contents.tracker_error = str(err)
+        contents.unused[TRACKER_PART] = (len(tracker) + len(neck), f"not converted: {err}")
+        return
+    contents.tracker, contents.tracker_neck, contents.tracker_config = (
+        converted.tracker,
+        converted.neck,
+        converted.config,
+    )
+    if sibling is not None and is_video_config(sibling):
+        contents.video_config = {k: v for k, v in sibling.items() if k not in ("detector_config", "tracker_config")}
 
 
 def _fit_clip_positions(state: dict[str, torch.Tensor], length: int) -> None:
