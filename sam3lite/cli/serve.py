@@ -117,7 +117,7 @@ def _settings(args: argparse.Namespace):
         )
     except ValueError as err:
         # The settings name their fields; the flags are the same words with dashes.
-        raise UsageError(str(err).replace("_", "-")) from err
+        raise UsageError(str(err).replace("session_ttl_s", "session_ttl").replace("_", "-")) from err
 
 
 def _tracker(value: str | None) -> str | bool | None:
