@@ -36,6 +36,7 @@ ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
 
 # PIL's refusal limit for decompression bombs (twice its warning limit): the most pixels sam3lite reads.
 MAX_IMAGE_PIXELS = 2 * 89_478_485
+_EXIF_ORIENTATION = 0x0112
 _PIL_RESAMPLE_BILINEAR = 2  # PIL.Image.Resampling.BILINEAR, the value HF configs store as "resample"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 
@@ -141,6 +142,19 @@ def open_image(source: str | os.PathLike | IO[bytes], max_pixels: int = MAX_IMAG
         img.close()
         raise ImageTooLargeError(what, None, max_pixels, size=img.size)
     return img
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file as ``load_image`` returns it (EXIF rotation applied), read from
+    its header without decoding the pixels.
+
+    Raises:
+        OSError: missing or unreadable file; ValueError: more than ``MAX_IMAGE_PIXELS`` pixels.
+    """
+    with open_image(path, what=f"image file {os.fspath(path)!r}") as img:
+        width, height = img.size
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)  # 5-8: turned by 90 degrees
 
 
 def load_image(path: str | os.PathLike) -> PIL.Image.Image:
