@@ -104,7 +104,9 @@ def test_warnings_are_one_line_with_the_prompt_shortened(tiny, tmp_path, capsys,
 
 
 def test_offline_message_gives_the_download_command_and_the_flag(tmp_path):
-    proc = run_cli("segment", "x.png", "--prompt", "cat", "--out", str(tmp_path / "o"), HF_HOME=str(tmp_path / "hf"))
+    Image.new("RGB", (30, 20)).save(tmp_path / "x.png")
+    image, out = str(tmp_path / "x.png"), str(tmp_path / "o")
+    proc = run_cli("segment", image, "--prompt", "cat", "--out", out, HF_HOME=str(tmp_path / "hf"))
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr
     assert "hf download vil-uob/sam3-litetext-s0 --local-dir sam3-litetext-s0" in lines[0]
