@@ -33,11 +33,10 @@ from tqdm import tqdm
 from .. import runtime
 from ..modeling.vision import VisionFeatures
 from ..predictor import Predictor
-from ..processing.images import image_size
 from . import distributed
 from .coco import merge
 from .data import Batch, ImageDataset, Sample, make_loader
-from .dataset import Prompts, build_prompts
+from .dataset import Prompts, build_prompts, check_boxes
 from .distributed import ProgressCounter, Ranks
 from .inputs import ImageItem, Inputs, discover, shard
 from .outdir import (
@@ -131,7 +130,9 @@ def _run(options: SegmentOptions, busy: float, ceiling: int) -> int:
     inputs = discover(options.inputs, options.out, options.image_root)
     prompts = build_prompts(options.prompts, options.prompts_file, options.boxes, inputs.categories)
     _check_inputs_stay_untouched(options, inputs.items)
-    _check_boxes(prompts, inputs.items, report=ranks.main)
+    for warning in check_boxes(prompts, [item.path for item in inputs.items]):
+        if ranks.main:
+            print(f"{PREFIX}: warning: {warning}", file=sys.stderr)
     device, dtype = _device_and_dtype(options)
     threads, workers = runtime.cpu_budget(options.workers, device, _ranks_here(), busy, ceiling)
     torch.set_num_threads(threads)  # from here on: model loading and text features too
@@ -202,41 +203,9 @@ def _check_inputs_stay_untouched(options: SegmentOptions, items: list[ImageItem]
             raise ValueError(f"output {path} would overwrite an input image; choose another --out folder")
 
 
-def _check_boxes(prompts: Prompts, items: list[ImageItem], report: bool) -> None:
-    """``--box`` against every image's size (from its header) before any work: a box that misses an
-    image is a usage error naming ``--box``; one that sticks out is clipped there, said once per box."""
-    if not prompts.boxes:
-        return
-    labels = prompts.box_labels or [1] * len(prompts.boxes)
-    texts = [_box_text(box, label) for box, label in zip(prompts.boxes, labels, strict=True)]
-    clipped = [0] * len(prompts.boxes)
-    for item in items:
-        try:
-            height, width = image_size(item.path)
-        except (OSError, ValueError):
-            continue  # an unreadable image fails when it is read, like any other
-        for j, (x1, y1, x2, y2) in enumerate(prompts.boxes):
-            inside = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
-            if not (inside[2] > inside[0] and inside[3] > inside[1]):
-                raise ValueError(f"--box {texts[j]} lies outside image {item.path} ({width}x{height} pixels)")
-            clipped[j] += inside != (x1, y1, x2, y2)
-    for text, count in zip(texts, clipped, strict=True):
-        if count and report:
-            print(
-                f"{PREFIX}: warning: --box {text} extends past the edge of {count} of {len(items)} image(s) "
-                "and is clipped there",
-                file=sys.stderr,
-            )
-
-
 def _ranks_here() -> int:
     """Ranks on this machine (torchrun's ``LOCAL_WORLD_SIZE``): they share its cores."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-
-
-def _box_text(box: list[float], label: int) -> str:
-    """A box as the user wrote it: ``-50,-20,200,220`` (``,neg`` for a negative one)."""
-    return ",".join(f"{v:g}" for v in box) + ("" if label else ",neg")
 
 
 def _device_and_dtype(options: SegmentOptions) -> tuple[torch.device, torch.dtype]:
@@ -391,7 +360,7 @@ def _segment_one(work: _Run, item: ImageItem, sample: Sample, vision: VisionFeat
     options, prompts, predictor = work.options, work.prompts, work.predictor
     predictor.set_features(vision, sample.size)
     with warnings.catch_warnings():
-        # Boxes that stick out were reported once for the whole run (``_check_boxes``).
+        # Boxes that stick out were reported once for the whole run (``check_boxes``).
         warnings.filterwarnings("ignore", message=r".*box\(es\) extend outside")
         results = predictor.predict(
             text=prompts.texts,

@@ -146,3 +146,22 @@ def test_a_failing_batch_is_retried_image_by_image():
     features = _encode_batch(SimpleNamespace(model=Model()), pixels)
     assert features[1] == "ValueError: bad image"
     assert [f.fpn_hidden_states[0].shape[0] for f in (features[0], features[2])] == [1, 1]
+
+
+def test_boxes_are_checked_against_upright_image_sizes(tmp_path):
+    from PIL import Image
+
+    from sam3lite.processing.images import image_size, load_image
+    from sam3lite.segment.dataset import check_boxes
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide and 20 high, shown turned: 20 wide and 40 high
+    Image.new("RGB", (40, 20)).save(tmp_path / "turned.jpg", exif=exif)
+    Image.new("RGB", (40, 20)).save(tmp_path / "plain.png")
+    assert image_size(tmp_path / "turned.jpg") == (40, 20) == load_image(tmp_path / "turned.jpg").size[::-1]
+    paths = [str(tmp_path / "plain.png"), str(tmp_path / "turned.jpg"), str(tmp_path / "missing.png")]
+    assert check_boxes(build_prompts(["cat"], None, ["1,1,10,10"], None), paths) == []
+    warnings = check_boxes(build_prompts(["cat"], None, ["1,1,10,10", "5,5,30,15,neg"], None), paths)
+    assert warnings == ["--box 5,5,30,15,neg extends past the edge of 1 of 3 image(s) and is clipped there"]
+    with pytest.raises(ValueError, match=r"--box 25,1,30,10 lies outside image .*turned.jpg \(20x40 pixels\)"):
+        check_boxes(build_prompts(["cat"], None, ["25,1,30,10"], None), paths)
