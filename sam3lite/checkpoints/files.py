@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,9 +175,11 @@ def _read_original(path: Path, context_length: int | None, position_table: str) 
     The tracker (``tracker.*`` and its ``sam2_convs`` neck) is converted as well (see ``_add_tracker``).
     """
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes are not the user's business
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        raise CheckpointError(_unreadable_pt(path, err)) from None
     try:
         state = unwrap_checkpoint(raw)
         if not is_original_checkpoint(state):
@@ -247,6 +251,22 @@ def _fit_clip_positions(state: dict[str, torch.Tensor], length: int) -> None:
     table = state.get(key)
     if table is not None and table.shape[0] > length:
         state[key] = table[:length].clone()
+
+
+def _unreadable_pt(path: Path, err: Exception) -> str:
+    """One line for a ``.pt`` that ``torch.load(weights_only=True)`` refused. torch's own text runs to
+    several lines and advises ``weights_only=False``, i.e. running the file's code: never passed on."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:  # the pickle names a function or class to call: code or arbitrary objects
+        return (
+            f"{path}: the file holds code or Python objects that are not plain tensors ({found.group(1)}); "
+            "refused for safety (sam3lite reads only tensors from .pt files)"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    if "weights only" in first.lower():
+        first = "corrupt, or not written by torch.save"
+    return f"{path}: not a readable PyTorch checkpoint ({first[:200]})"
 
 
 # ----------------------------------------------------------------------------------------------
