@@ -51,7 +51,7 @@ def merge(out_dir: Path, items: Sequence[ImageItem], prompts: Prompts) -> MergeR
     run with other prompts cannot smuggle in wrong categories: its unknown prompts are counted as stale.
     """
     report = MergeReport()
-    counts: Counter[str] = Counter({text: 0 for text in prompts.texts})
+    counts: Counter[str] = Counter({name: 0 for name in prompts.names})
     categories = prompts.category_of()
     images: list[dict[str, Any]] = []
     results_path = out_dir / "results.json"
@@ -100,7 +100,7 @@ def _read_record(out_dir: Path, item: ImageItem, report: MergeReport) -> dict[st
 
 
 def _write_images(out_dir: Path, images: list[dict[str, Any]], prompts: Prompts) -> None:
-    categories = [{"id": cid, "name": text} for text, cid in zip(prompts.texts, prompts.category_ids, strict=True)]
+    categories = [{"id": cid, "name": name} for name, cid in zip(prompts.names, prompts.ids, strict=True)]
     atomic_write_json(out_dir / "images.json", {"images": images, "categories": categories, "annotations": []})
 
 

@@ -33,7 +33,8 @@ FORMAT = 1
 
 # A setting added after runs were recorded without it: the value those runs had in effect. A key
 # missing here and in an old record counts as changed.
-SETTING_DEFAULTS: dict[str, Any] = {"text_mode": None}  # runs before --text-mode used the checkpoint's
+# Runs before --text-mode used the checkpoint's; runs before --point/--object-box had no object.
+SETTING_DEFAULTS: dict[str, Any] = {"text_mode": None, "object": None, "tracker": None}
 # How a setting is named in messages (default: ``--key-with-dashes``).
 SETTING_NAMES = {
     "model": "--model (weights)",
@@ -41,6 +42,8 @@ SETTING_NAMES = {
     "category_ids": "category ids",
     "boxes": "--box",
     "box_labels": "--box labels",
+    "object": "--point/--object-box",
+    "tracker": "--tracker (weights)",
 }
 _SAMPLE_CHUNKS, _CHUNK = 16, 64 * 1024
 _WEIGHT_SUFFIXES = (".json", ".safetensors", ".pt", ".pth", ".bin")

@@ -23,20 +23,21 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.ops import masks_to_boxes
 from tqdm import tqdm
 
 from .. import runtime
 from ..modeling.vision import VisionFeatures
-from ..predictor import Predictor
+from ..predictor import Predictor, PromptResult
 from . import distributed
 from .coco import merge
 from .data import Batch, ImageDataset, Sample, make_loader
-from .dataset import Prompts, build_prompts, check_boxes
+from .dataset import OBJECT_PROMPT, ObjectSpec, Prompts, build_prompts, check_boxes, check_object, parse_object
 from .distributed import ProgressCounter, Ranks
 from .inputs import ImageItem, Inputs, discover, shard
 from .outdir import (
@@ -71,7 +72,10 @@ class SegmentOptions:
     prompts: list[str] = field(default_factory=list)
     prompts_file: str | None = None
     boxes: list[str] = field(default_factory=list)
+    points: list[str] = field(default_factory=list)  # "x,y[,label]" clicks on one object
+    object_box: str | None = None  # "x0,y0,x1,y1" around that object
     model: str = "s0"
+    tracker: str | None = None  # where the clicked object's tracker comes from (None: the model's own)
     threshold: float = 0.5
     mask_threshold: float = 0.5
     device: str = "auto"
@@ -129,8 +133,10 @@ def _run(options: SegmentOptions, busy: float, ceiling: int) -> int:
     ranks = distributed.from_environment()
     _check_options(options)
     inputs = discover(options.inputs, options.out, options.image_root)
-    prompts = build_prompts(options.prompts, options.prompts_file, options.boxes, inputs.categories)
+    obj = parse_object(options.points, options.object_box)
+    prompts = build_prompts(options.prompts, options.prompts_file, options.boxes, inputs.categories, obj)
     _check_inputs_stay_untouched(options, inputs.items)
+    check_object(prompts, [item.path for item in inputs.items])
     for warning in check_boxes(prompts, [item.path for item in inputs.items]):
         if ranks.main:
             print(f"{PREFIX}: warning: {warning}", file=sys.stderr)
@@ -138,10 +144,11 @@ def _run(options: SegmentOptions, busy: float, ceiling: int) -> int:
     threads, workers = runtime.cpu_budget(options.workers, device, _ranks_here(), busy, ceiling)
     torch.set_num_threads(threads)  # from here on: model loading and text features too
     model_path = resolve(options.model)
-    settings = run_settings(options, prompts, dtype, model_path)
+    tracker_path = resolve(options.tracker) if options.tracker and prompts.object else None
+    settings = run_settings(options, prompts, dtype, model_path, tracker_path)
     model = {"name": str(options.model), "path": os.path.abspath(model_path)}
     folder = inspect_folder(options.out, inputs.items, settings, options.overwrite, model)
-    predictor, run_info = _load(options, prompts, model_path, device, dtype)
+    predictor, run_info = _load(options, prompts, model_path, tracker_path, device, dtype)
     errors = ErrorLog(options.out / "errors.jsonl")
     cpu = _CpuPlan(threads, workers, busy, ceiling)
     work = _Run(options, ranks, inputs, prompts, predictor, errors, settings, model, cpu)
@@ -158,7 +165,9 @@ def _run(options: SegmentOptions, busy: float, ceiling: int) -> int:
         distributed.stop(ranks)
 
 
-def run_settings(options: SegmentOptions, prompts: Prompts, dtype: torch.dtype, model_path: Path) -> dict[str, Any]:
+def run_settings(
+    options: SegmentOptions, prompts: Prompts, dtype: torch.dtype, model_path: Path, tracker_path: Path | None = None
+) -> dict[str, Any]:
     """Everything that shapes the outputs, as recorded in ``run.json`` (see ``outdir``); a rerun with
     other values is refused. A new option that changes results adds its key here (and, if older runs
     had it in effect implicitly, its value to ``outdir.SETTING_DEFAULTS``)."""
@@ -173,6 +182,8 @@ def run_settings(options: SegmentOptions, prompts: Prompts, dtype: torch.dtype, 
         "category_ids": prompts.category_ids,
         "boxes": prompts.boxes,
         "box_labels": prompts.box_labels,
+        "object": asdict(prompts.object) if prompts.object else None,
+        "tracker": model_fingerprint(tracker_path) if tracker_path else None,  # None: the model file's own
     }
 
 
@@ -222,12 +233,24 @@ def _device_and_dtype(options: SegmentOptions) -> tuple[torch.device, torch.dtyp
 
 
 def _load(
-    options: SegmentOptions, prompts: Prompts, path: Path, device: torch.device, dtype: torch.dtype
+    options: SegmentOptions,
+    prompts: Prompts,
+    path: Path,
+    tracker: Path | None,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> tuple[Predictor, dict[str, Any]]:
-    """Model on this rank's device, folded for inference; text features computed once, here."""
+    """Model on this rank's device, folded for inference; text features computed once, here. The
+    tracker is loaded only for a clicked / boxed object (``--point``, ``--object-box``)."""
     from ..checkpoints import load
 
-    model = load(path, device=device, dtype=dtype, text_mode=options.text_mode).reparameterize()
+    wanted = tracker if prompts.object else False  # None: the model file's own tracker
+    model = load(path, device=device, dtype=dtype, text_mode=options.text_mode, tracker=wanted).reparameterize()
+    if prompts.object and not model.has_tracker:
+        raise ValueError(
+            f"--point/--object-box need SAM3's tracker, which {options.model} has none of: add --tracker sam3 "
+            "(facebook/sam3's tracker fits every LiteText model) or --tracker CHECKPOINT"
+        )
     if options.quantize:
         model.quantize_image_encoder()
     # Cache every prompt: a dataset with more categories than the default cache would re-encode all
@@ -235,7 +258,8 @@ def _load(
     predictor = Predictor(
         model, text_cache_size=max(1024, len(prompts.texts)), prompt_batch_size=options.prompt_batch_size
     )
-    predictor.text_features(prompts.texts)
+    if prompts.texts:
+        predictor.text_features(prompts.texts)
     info = {
         "model": str(options.model),
         "device": str(device),
@@ -369,18 +393,40 @@ def _segment_one(work: _Run, item: ImageItem, sample: Sample, vision: VisionFeat
     with warnings.catch_warnings():
         # Boxes that stick out were reported once for the whole run (``check_boxes``).
         warnings.filterwarnings("ignore", message=r".*box\(es\) extend outside")
-        results = predictor.predict(
-            text=prompts.texts,
-            boxes=prompts.boxes,
-            box_labels=prompts.box_labels,
-            threshold=options.threshold,
-            mask_threshold=options.mask_threshold,
+        results = (
+            predictor.predict(
+                text=prompts.texts,
+                boxes=prompts.boxes,
+                box_labels=prompts.box_labels,
+                threshold=options.threshold,
+                mask_threshold=options.mask_threshold,
+            )
+            if prompts.texts
+            else []
         )
+    if prompts.object is not None:
+        results.append(segment_object(predictor, prompts.object))
     record = image_record(item, sample.size, results, prompts)
     overlay = draw_overlay(sample.rgb.numpy(), results) if options.overlay and sample.rgb is not None else None
     add_to_manifest(options.out, item.name)  # before the files: whatever exists of them is listed
     write_image_outputs(options.out, item, record, overlay)
     return len(record["detections"])
+
+
+def segment_object(predictor: Predictor, spec: ObjectSpec) -> PromptResult:
+    """The clicked / boxed object on the current image as a ``PromptResult`` named "object": its best
+    mask (by predicted IoU), that mask's box, and the predicted IoU as the score; no instance when the
+    tracker says the object is absent (object score logit <= 0) or the mask is empty."""
+    answer = predictor.predict_object(
+        points=spec.points, point_labels=spec.point_labels, box=spec.box, multimask_output=spec.multimask
+    )
+    mask = answer.masks[answer.best].unsqueeze(0)
+    score = answer.iou_scores[answer.best].reshape(1).cpu()
+    if answer.object_score_logit <= 0 or not bool(mask.any()):
+        height, width = mask.shape[-2:]
+        return PromptResult(OBJECT_PROMPT, mask.new_zeros((0, height, width)), torch.zeros(0, 4), score[:0])
+    box = masks_to_boxes(mask).float().cpu() + torch.tensor([0.0, 0.0, 1.0, 1.0])  # pixel edges, as COCO's bbox
+    return PromptResult(OBJECT_PROMPT, mask.cpu(), box, score)
 
 
 def _fail(work: _Run, item: ImageItem, message: str, stats: RankStats, bar: tqdm) -> None:
@@ -400,7 +446,7 @@ def _finish(work: _Run, stats: list[RankStats], wall_seconds: float, run_info: d
     options = work.options
     report = merge(options.out, work.inputs.items, work.prompts)
     compact_manifest(options.out)
-    info = {**run_info, "prompts": work.prompts.texts, "threshold": options.threshold}
+    info = {**run_info, "prompts": work.prompts.names, "threshold": options.threshold}
     summary = summarize(stats, report, len(work.inputs.items), wall_seconds, info)
     atomic_write_json(options.out / "summary.json", summary)
     failed = summary["failed"]
