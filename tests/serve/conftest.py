@@ -19,6 +19,16 @@ import pytest
 
 STARTUP_SECONDS = 120  # importing torch on a busy 2-core machine takes a while
 IN_CI = os.environ.get("CI", "").lower() == "true"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @dataclass
@@ -70,8 +80,9 @@ def serve_process() -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture()
-def chromium() -> str:
-    """Chromium's path (Debian's package, what .ci/run installs, else any Chromium on PATH). Without
+def chromium() -> dict[str, object]:
+    """Playwright's launch options for Chromium (Debian's package, what .ci/run installs, else any
+    Chromium on PATH): ``p.chromium.launch_persistent_context(profile, **chromium, ...)``. Without
     Chromium or Playwright the browser tests are skipped, except in CI (CI=true), where the web page
     must be tested: there they fail instead."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -84,4 +95,4 @@ def chromium() -> str:
         pytest.fail(f"CI=true: the browser test must run, but {missing}")
     if missing:
         pytest.skip(f"browser test: {missing}")
-    return path
+    return {"executable_path": path, "headless": True, "args": CHROMIUM_ARGS}

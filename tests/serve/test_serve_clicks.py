@@ -21,16 +21,6 @@ import sam3lite
 from sam3lite import Predictor
 from sam3lite.processing.rle import rle_to_masks
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 MASK_ALPHA = round(255 * 0.45)  # the page paints masks at this opacity (app.js MASK_ALPHA)
 # Before the page's own script: keep the form fields of every /v1/segment_object request (a file as
 # "(file)"), which the DevTools protocol does not report for bodies holding a file.
@@ -100,9 +90,7 @@ def test_web_page_click_to_segment(chromium, server, image, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a fresh profile per run
-            executable_path=chromium,
-            headless=True,
-            args=CHROMIUM_ARGS,
+            **chromium,
             viewport={"width": 1200, "height": 760},
         )
         try:

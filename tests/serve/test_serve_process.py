@@ -6,17 +6,11 @@ Every loop here is bounded in count and time; the server binds 127.0.0.1 only an
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -29,35 +23,9 @@ import sam3lite
 from sam3lite import Predictor
 from sam3lite.processing.rle import rle_to_masks
 
-# Debian's package (what .ci/run installs), else any Chromium on PATH.
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-STARTUP_SECONDS = 120  # importing torch on a busy 2-core machine takes a while
 CLIENTS, REQUESTS_PER_CLIENT = 8, 3
 BURST_SECONDS = 120
 PROMPT_SETS = [["cat"], ["dog", "ear"]]
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen
-    log: list[str] = field(default_factory=list)
-
-    def rss_mib(self) -> float:
-        """Resident memory of the server process."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
 
 
 def _image(seed: int, height: int = 360, width: int = 480) -> bytes:
@@ -75,32 +43,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint):
-    command = [sys.executable, "-m", "sam3lite", "serve", "--model", str(checkpoint), "--host", "127.0.0.1"]
-    command += ["--port", "0", "--device", "cpu", "--dtype", "float32", "--queue-size", "2"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("SAM3LITE_API_KEY", None)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    server = Server("", process)
-    # Drain the log in a thread: a full pipe would stall the server.
-    reader = threading.Thread(target=lambda: server.log.extend(iter(process.stdout.readline, "")), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not server.url and time.monotonic() < deadline and process.poll() is None:
-        found = [m for line in list(server.log) if (m := re.search(r"running on (http://127\.0\.0\.1:\d+)", line))]
-        server.url = found[0].group(1) if found else ""
-        time.sleep(0.2)
-    try:
-        assert server.url, "server did not start:\n" + "".join(server.log)
-        yield server
-    finally:
-        process.send_signal(signal.SIGINT)  # uvicorn's graceful shutdown
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        reader.join(5)
+def server(serve_process, checkpoint):
+    return serve_process("--model", str(checkpoint), "--device", "cpu", "--dtype", "float32", "--queue-size", "2")
 
 
 @pytest.fixture(scope="module")
@@ -203,22 +147,6 @@ def test_concurrent_requests_answered_or_refused_never_lost(server, expected):
     assert rss_after[1] - rss_after[0] < 100
 
 
-@pytest.fixture()
-def chromium() -> str:
-    """Chromium's path. Without Chromium (or Playwright) the test is skipped, except in CI (CI=true),
-    where the web page must be tested: there it fails instead."""
-    missing = None
-    if CHROMIUM is None:
-        missing = "no Chromium installed (apt-get install -y chromium)"
-    elif importlib.util.find_spec("playwright") is None:
-        missing = "Playwright is not installed (pip install -e '.[test]')"
-    if missing and IN_CI:
-        pytest.fail(f"CI=true: the browser test must run, but {missing}")
-    if missing:
-        pytest.skip(f"browser test: {missing}")
-    return CHROMIUM
-
-
 def test_web_page_segments_an_uploaded_image(chromium, server, expected, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -228,9 +156,7 @@ def test_web_page_segments_an_uploaded_image(chromium, server, expected, tmp_pat
     with sync_playwright() as p:
         browser = p.chromium.launch_persistent_context(
             str(tmp_path / "profile"),  # a fresh profile per run
-            executable_path=chromium,
-            headless=True,
-            args=CHROMIUM_ARGS,
+            **chromium,
             viewport={"width": 1200, "height": 760},
         )
         try:
