@@ -137,6 +137,7 @@ class VideoSession:
     new_inputs: list[int] = field(default_factory=list)
     features: OrderedDict[int, TrackerImageFeatures] = field(default_factory=OrderedDict)
     head: int | None = None  # the last frame processed
+    reverse: bool = False  # the direction of the last pass
     offload: str | None = None
     text: TextTracks | None = None  # phrases and detect-and-track state (text prompts)
 
@@ -382,6 +383,7 @@ class VideoPredictor:
         self._check_frame(session, start, "start")
         order = range(start, -1, -1) if reverse else range(start, session.num_frames)
         delay = session.text.settings.hotstart_delay  # type: ignore[union-attr]
+        session.reverse = reverse
         held: deque[_TextFrame] = deque()
         for frame in order:
             with torch.inference_mode():
@@ -467,11 +469,10 @@ class VideoPredictor:
         self._update_memories(session, step, detections, tracks, masks, recondition, picked, born)
         for obj in removed:
             self.remove_object(session, obj)
-        text.births += len(born)
-        text.reconditions += len(recondition)
+        text.count(born=born, recondition=recondition, assoc=assoc)
 
         # Outputs: tracks as cleaned and suppressed; newborns and reconditioned tracks as detected.
-        out_masks = dict(zip(tracks, masks, strict=True))
+        out_masks = {obj: m for obj, m in zip(tracks, masks, strict=True) if obj not in removed}
         out_masks.update((obj, clean_masks(detections.mask_logits[[d]], settings.fill_hole_area)[0])
                          for obj, d in zip(born, picked, strict=True))  # fmt: skip
         out_masks.update((obj, detections.mask_logits[d]) for obj, d in recondition.items())
@@ -480,7 +481,7 @@ class VideoPredictor:
         for obj in born:
             probs[obj] = scores[obj] = text.score_of[obj]
         for obj in step.ids:
-            if obj not in text.phrase_of:
+            if obj not in text.phrase_of and obj not in removed:
                 out_masks[obj] = step.low_res[row[obj], 0]
         ids = sorted(out_masks)
         session.head = frame
@@ -491,7 +492,7 @@ class VideoPredictor:
             low_res=torch.stack([out_masks[o].float() for o in ids]) if ids else step.low_res.new_zeros(0, 1, 1),
             scores=torch.tensor([scores[o] for o in ids], dtype=torch.float32),
             probs=torch.tensor([probs[o] for o in ids], dtype=torch.float32),
-            hidden=hidden | removed,
+            hidden=hidden,
         )
 
     def _update_memories(
@@ -770,11 +771,24 @@ class VideoPredictor:
     def _forget(self, session: VideoSession) -> None:
         """Drop the memories and pointers no later step can read (see the module docstring): a tracked
         frame's memory beyond ``num_maskmem - 1`` frames of every anchor (the last processed frame and
-        the object's conditioning frames), its pointer beyond ``max_object_pointers_in_encoder``."""
+        the object's conditioning frames), its pointer beyond ``max_object_pointers_in_encoder``.
+
+        Text sessions run one direction per pass and gain a conditioning frame per object every
+        ``recondition_every_nth_frame`` frames, so there the anchors are the head and the conditioning
+        frames still ahead of it, and a conditioning frame behind the head with ``max_cond_frame_num``
+        others between it and the head (which any later frame reads first) keeps only its pointer.
+        """
         cfg = self.tracker.config
         window, pointer_window = cfg.num_maskmem - 1, cfg.max_object_pointers_in_encoder
+        head, sign = session.head, -1 if session.reverse else 1
         for state in session.objects.values():
-            anchors = [session.head, *state.cond]
+            anchors = [head, *state.cond]
+            if session.text is not None and head is not None and cfg.max_cond_frame_num >= 0:
+                anchors = [head, *(c for c in state.cond if (c - head) * sign >= 0)]
+                behind = sorted((c for c in state.cond if (c - head) * sign <= 0), key=lambda c: abs(c - head))
+                for c in behind[cfg.max_cond_frame_num :]:
+                    if abs(c - head) > window:
+                        state.cond[c].memory = None
             for frame, stored in list(state.non_cond.items()):
                 distance = min(abs(frame - a) for a in anchors if a is not None)
                 if distance > pointer_window:

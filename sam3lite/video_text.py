@@ -35,6 +35,17 @@ NEVER_OCCLUDED, ALWAYS_OCCLUDED = -1, 100000  # last-occluded frame of a track n
 SUPPRESSED_LOGIT = -10.0  # mask logit of a blanked track
 SHRINK_KEEP = 0.3  # a track keeping less than this share of its pixels after overlaps are resolved is blanked
 REMOVED_SCORE = -1e4
+# What ``TextTracks.stats`` counts: objects born, frames with births, track-frames matched / unmatched by a
+# detection, reconditionings, objects removed as unmatched / as duplicates.
+STAT_NAMES = (
+    "births",
+    "birth_frames",
+    "matched",
+    "unmatched",
+    "reconditioned",
+    "removed_unmatched",
+    "removed_duplicate",
+)
 
 
 @dataclass(frozen=True)
@@ -164,8 +175,7 @@ class TextTracks:
     last_occluded: dict[int, int] = field(default_factory=dict)
     removed: set[int] = field(default_factory=set)
     next_id: int = 0
-    births: int = 0
-    reconditions: int = 0
+    stats: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STAT_NAMES, 0))
 
     def add_phrase(self, phrase: str) -> int:
         """Index of ``phrase`` (added when new)."""
@@ -267,11 +277,22 @@ class TextTracks:
         for obj, count in self.unmatched.items():
             if obj not in self.removed and count >= s.hotstart_unmatch_thresh and recent(obj):
                 removed.add(obj)
+        self.stats["removed_unmatched"] += len(removed)
         for (_, obj), count in self.overlaps.items():
             if obj not in self.removed and obj not in removed and recent(obj) and count >= s.hotstart_dup_thresh:
                 removed.add(obj)
+                self.stats["removed_duplicate"] += 1
         self.removed |= removed
         return removed
+
+    def count(self, born: list[int], recondition: dict[int, int], assoc: Association) -> None:
+        """Add one frame's events to ``stats``."""
+        matched = {o for tracks in assoc.matches.values() for o in tracks}
+        self.stats["births"] += len(born)
+        self.stats["birth_frames"] += bool(born)
+        self.stats["matched"] += len(matched)
+        self.stats["unmatched"] += len(assoc.unmatched)
+        self.stats["reconditioned"] += len(recondition)
 
     def hidden(self, removed_now: set[int]) -> set[int]:
         """Objects whose keep-alive ran out, hidden on this frame (only when
