@@ -52,6 +52,14 @@ class PromptResult:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def __repr__(self) -> str:
+        # Shapes and counts: the dataclass default would print every mask pixel.
+        shown = ", ".join(f"{s:.2f}" for s in self.scores[:5].tolist()) + (", ..." if len(self) > 5 else "")
+        return (
+            f"PromptResult(prompt={self.prompt!r}, instances={len(self)}, "
+            f"masks={_describe(self.masks)}, boxes={_describe(self.boxes)}, scores=[{shown}])"
+        )
+
     def to_rle(self) -> list[dict[str, Any]]:
         """COCO compressed RLE per mask: ``{"size": [H, W], "counts": str}``."""
         return masks_to_rle(self.masks)
@@ -79,6 +87,13 @@ class PromptResult:
             class_id=np.zeros(n, dtype=int),
             data={"class_name": np.array([self.prompt] * n)},
         )
+
+
+def _describe(tensor: torch.Tensor) -> str:
+    """``bool[3, 480, 640]`` (plus the device when not the CPU)."""
+    dims = ", ".join(str(d) for d in tensor.shape)
+    where = "" if tensor.device.type == "cpu" else f" on {tensor.device}"
+    return f"{str(tensor.dtype).removeprefix('torch.')}[{dims}]{where}"
 
 
 class _LRU(OrderedDict):

@@ -6,7 +6,8 @@ Three layouts reach the loader:
 - ``sam3_video``: transformers' ``Sam3VideoModel`` files (facebook/sam3's hub repo): the detector under
   ``detector_model.``, the SAM3 tracker under ``tracker_model.`` (``tracker_model.tracker_model.`` as
   transformers 5.23's ``save_pretrained`` writes it) and the tracker's FPN neck under ``tracker_neck.``;
-- ``original``: EfficientSAM3 / SAM3 ``.pt`` files (converted on read, see ``convert``).
+- ``original``: EfficientSAM3 / SAM3 ``.pt`` files (converted on read, see ``convert`` and
+  ``convert_tracker``: the tracker and its neck land in the same parts as a ``sam3_video`` file's).
 
 Every tensor lands in exactly one part; tensors of parts sam3lite does not run are kept and named in
 ``unused`` (``sam3lite info`` lists them), never dropped silently.
@@ -41,8 +42,8 @@ class CheckpointContents:
         with ``tracker_config`` (the HF ``sam3_tracker_video`` dict); empty when the file has none.
     video_config: the ``sam3_video`` settings beside the two sub-configs (detect-and-track thresholds).
     unused: part name -> (number of tensors, why sam3lite does not load them).
-    original_tracker: an original ``.pt``'s tracker tensors in their original names (``tracker.*``,
-        ``sam2_convs.*``), kept for conversion.
+    tracker_error: why an original ``.pt``'s tracker could not be converted (its tensors are then listed
+        in ``unused`` under "tracker"; loading the file with its tracker raises this reason).
     """
 
     source: Path
@@ -54,11 +55,12 @@ class CheckpointContents:
     tracker_config: dict[str, Any] | None = None
     video_config: dict[str, Any] | None = None
     unused: dict[str, tuple[int, str]] = field(default_factory=dict)
-    original_tracker: dict[str, torch.Tensor] = field(default_factory=dict)
+    tracker_error: str | None = None
 
     @property
     def has_tracker(self) -> bool:
-        return bool(self.tracker) or bool(self.original_tracker)
+        """The file holds a tracker (converted, or not convertible: see ``tracker_error``)."""
+        return bool(self.tracker) or self.tracker_error is not None
 
     def parameter_count(self, part: str) -> int:
         return sum(t.numel() for t in getattr(self, part).values())

@@ -10,7 +10,8 @@ it 1:1. Two sources are supported:
   tower (``VETextEncoder``: ``encoder`` = ``TextTransformer``, ``resizer`` = the Linear to the detector width).
 
 Original files hold the detector under ``detector.`` and the video tracker under ``tracker.``
-(``split_original_extras`` separates the tracker, its neck and SAM 3.1's extra parts first). Each part
+(``split_original_extras`` separates the tracker, its neck and SAM 3.1's extra parts first; the tracker
+and its neck are converted by ``convert_tracker``). Each part
 is renamed by an explicit table of whole-key regex rules; fused q/k/v projections are split. Every input
 key is accounted for: converted, split off as a named part, dropped by the ``_UNUSED`` list (each entry
 says why), or reported in a ``ValueError`` — nothing vanishes silently.
@@ -34,19 +35,19 @@ __all__ = [
     "unwrap_checkpoint",
 ]
 
-# Parts of original files that are not the detector, matched on the full original key: (pattern, part,
-# kept, why). ``kept`` parts go to the tracker conversion; the others are reported as unused.
-_EXTRA_PARTS: tuple[tuple[str, str, bool, str], ...] = (
-    (r"tracker\.model\..+", "sam3.1 tracker", False, "SAM 3.1's multiplex tracker (not supported)"),
+# Parts of original files that are not the detector, matched on the full original key: (pattern, part, why).
+# The tracker and its neck are converted by ``convert_tracker``; the others are reported as unused.
+TRACKER_PART, TRACKER_NECK_PART = "tracker", "tracker neck"
+_EXTRA_PARTS: tuple[tuple[str, str, str], ...] = (
+    (r"tracker\.model\..+", "sam3.1 tracker", "SAM 3.1's multiplex tracker (not supported)"),
     (
         r"(detector\.)?backbone\.vision_backbone\.(interactive|propagation)_convs\..+",
         "sam3.1 necks",
-        False,
         "SAM 3.1's interactive/propagation FPN necks (they feed only its multiplex tracker)",
     ),
-    (r"tracker\..+", "tracker", True, "the SAM3 tracker (prompt encoder, SAM mask decoder, memory)"),
-    (r"(detector\.)?backbone\.vision_backbone\.sam2_convs\..+", "tracker neck", True, "the tracker's FPN neck"),
-    (r"(detector\.)?inst_interactive_predictor\..+", "interactive predictor", False, "a copy of the tracker"),
+    (r"tracker\..+", TRACKER_PART, "the SAM3 tracker (prompt encoder, SAM mask decoder, memory)"),
+    (r"(detector\.)?backbone\.vision_backbone\.sam2_convs\..+", TRACKER_NECK_PART, "the tracker's FPN neck"),
+    (r"(detector\.)?inst_interactive_predictor\..+", "interactive predictor", "a copy of the tracker"),
 )
 
 # Prefixes that wrap the detector in original files (``detector.`` in sam3.pt and EfficientSAM3 files;
@@ -115,7 +116,7 @@ _VIT_RULES: list[Rule] = [  # backbone.vision_backbone.trunk. -> vision_encoder.
     (rf"blocks\.{_I}\.mlp\.fc(?P<n>[12])\.{_W}", r"layers.\g<i>.mlp.fc\g<n>.\g<p>"),
 ]
 
-_NECK_RULES: list[Rule] = [  # backbone.vision_backbone.convs. -> vision_encoder.neck.fpn_layers.
+NECK_RULES: list[Rule] = [  # backbone.vision_backbone.convs. -> vision_encoder.neck.fpn_layers.
     # x4 level: ConvT, GELU, ConvT (HF keeps the Sequential indices, so the GELU holds index 1).
     (rf"{_I}\.dconv_2x2_0\.{_W}", r"\g<i>.scale_layers.0.\g<p>"),
     (rf"{_I}\.dconv_2x2_1\.{_W}", r"\g<i>.scale_layers.2.\g<p>"),
@@ -188,7 +189,7 @@ _SCORING_RULES: list[Rule] = [  # dot_prod_scoring. -> dot_product_scoring.
 # (original prefix, HF prefix, rules) of the parts SAM3 and EfficientSAM3 share.
 _DETECTOR_PARTS: tuple[tuple[str, str, list[Rule]], ...] = (
     ("backbone.vision_backbone.trunk.", "vision_encoder.backbone.", _VIT_RULES),
-    ("backbone.vision_backbone.convs.", "vision_encoder.neck.fpn_layers.", _NECK_RULES),
+    ("backbone.vision_backbone.convs.", "vision_encoder.neck.fpn_layers.", NECK_RULES),
     ("geometry_encoder.", "geometry_encoder.", _GEOMETRY_RULES),
     ("transformer.encoder.layers.", "detr_encoder.layers.", _DETR_ENCODER_RULES),
     ("transformer.decoder.", "detr_decoder.", _DETR_DECODER_RULES),
@@ -285,7 +286,8 @@ def convert_original_state_dict(
     sliced tensors are copies (so the result can be saved with safetensors).
 
     Only the detector is converted: the parts ``split_original_extras`` separates (tracker, its neck,
-    SAM 3.1's extras) are left out here; ``sam3lite.checkpoints.read_contents`` keeps them.
+    SAM 3.1's extras) are left out here; ``convert_tracker`` converts the tracker and its neck, and
+    ``sam3lite.checkpoints.read_contents`` reports the rest.
 
     Args:
         state_dict: the unwrapped state dict (see ``unwrap_checkpoint``).
@@ -444,7 +446,7 @@ def split_original_extras(
 
     Returns (the rest, {part: {original key: tensor}}, {part: why it is not the detector}).
     """
-    patterns = [(re.compile(p), part, why) for p, part, _kept, why in _EXTRA_PARTS]
+    patterns = [(re.compile(p), part, why) for p, part, why in _EXTRA_PARTS]
     rest: dict[str, Tensor] = {}
     parts: dict[str, dict[str, Tensor]] = {}
     reasons: dict[str, str] = {}
@@ -457,11 +459,6 @@ def split_original_extras(
         else:
             rest[key] = tensor
     return rest, parts, reasons
-
-
-def kept_extra_parts() -> tuple[str, ...]:
-    """The parts of ``split_original_extras`` that a tracker conversion uses."""
-    return tuple(part for _p, part, kept, _why in _EXTRA_PARTS if kept)
 
 
 # The released LiteText files were trained at 16 positions (the ``ctx16`` files); older files store the

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,16 @@ from ..modeling.config import Sam3LiteTextConfig
 from ..modeling.quantize import is_quantized
 from .contents import CheckpointContents, is_video_config, split_video_state
 from .convert import (
+    TRACKER_NECK_PART,
+    TRACKER_PART,
     convert_original_state_dict,
     fit_text_positions,
     infer_config_dict,
     is_original_checkpoint,
-    kept_extra_parts,
     split_original_extras,
     unwrap_checkpoint,
 )
+from .convert_tracker import convert_original_tracker
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -167,18 +171,23 @@ def _read_original(path: Path, context_length: int | None, position_table: str) 
     ``context_length`` (default: the sibling config's table length, else 16) by ``position_table``:
     ``slice`` (what EfficientSAM3 does) or ``interpolate`` (for files trained with a stretched table).
     The choice is recorded in the config (``text_config.position_table``).
+
+    The tracker (``tracker.*`` and its ``sam2_convs`` neck) is converted as well (see ``_add_tracker``).
     """
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes are not the user's business
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        raise CheckpointError(_unreadable_pt(path, err)) from None
     try:
         state = unwrap_checkpoint(raw)
         if not is_original_checkpoint(state):
             raise ValueError("not an original EfficientSAM3/SAM3 checkpoint (no detector keys found)")
         state, extras, reasons = split_original_extras(state)
         sibling = path.parent / CONFIG_NAME
-        config = _detector_config(sibling, _read_config_dict(sibling)) if sibling.is_file() else None
+        data = _read_config_dict(sibling) if sibling.is_file() else None
+        config = _detector_config(sibling, data) if data is not None else None
         state = convert_original_state_dict(state)
         if config is not None and context_length is None:
             context_length = config.text_config.max_position_embeddings
@@ -191,15 +200,48 @@ def _read_original(path: Path, context_length: int | None, position_table: str) 
         raise CheckpointError(f"{path}: {err}") from err
     if fitted is not None:
         config.text_config.extra["position_table"] = fitted
-    kept = set(kept_extra_parts())
-    return CheckpointContents(
+    tracker, neck = extras.pop(TRACKER_PART, {}), extras.pop(TRACKER_NECK_PART, {})
+    contents = CheckpointContents(
         source=path,
         layout="original",
         config=config,
         detector=state,
-        unused={part: (len(t), reasons[part]) for part, t in extras.items() if part not in kept},
-        original_tracker={k: v for part, t in extras.items() if part in kept for k, v in t.items()},
+        unused={part: (len(tensors), reasons[part]) for part, tensors in extras.items()},
     )
+    if tracker or neck:
+        _add_tracker(contents, tracker, neck, data)
+    return contents
+
+
+def _add_tracker(
+    contents: CheckpointContents,
+    tracker: dict[str, torch.Tensor],
+    neck: dict[str, torch.Tensor],
+    sibling: dict[str, Any] | None,
+) -> None:
+    """Convert an original file's tracker into ``contents`` (``tracker``, ``tracker_neck``, ``tracker_config``).
+
+    The tracker config is the sibling config.json's ``tracker_config`` when that is a ``sam3_video`` config
+    (its detect-and-track settings are kept too), else inferred from shapes. A tracker that cannot be
+    converted is not dropped: its tensors are listed in ``unused`` and the reason kept in ``tracker_error``
+    (loading the file with its tracker raises it; ``tracker=False`` loads the detector alone).
+    """
+    tracker_config = sibling.get("tracker_config") if sibling is not None else None
+    try:
+        converted = convert_original_tracker(
+            tracker, neck, contents.config, tracker_config if isinstance(tracker_config, dict) else None
+        )
+    except ValueError as err:
+        contents.tracker_error = str(err)
+        contents.unused[TRACKER_PART] = (len(tracker) + len(neck), f"not converted: {err}")
+        return
+    contents.tracker, contents.tracker_neck, contents.tracker_config = (
+        converted.tracker,
+        converted.neck,
+        converted.config,
+    )
+    if sibling is not None and is_video_config(sibling):
+        contents.video_config = {k: v for k, v in sibling.items() if k not in ("detector_config", "tracker_config")}
 
 
 def _fit_clip_positions(state: dict[str, torch.Tensor], length: int) -> None:
@@ -209,6 +251,22 @@ def _fit_clip_positions(state: dict[str, torch.Tensor], length: int) -> None:
     table = state.get(key)
     if table is not None and table.shape[0] > length:
         state[key] = table[:length].clone()
+
+
+def _unreadable_pt(path: Path, err: Exception) -> str:
+    """One line for a ``.pt`` that ``torch.load(weights_only=True)`` refused. torch's own text runs to
+    several lines and advises ``weights_only=False``, i.e. running the file's code: never passed on."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:  # the pickle names a function or class to call: code or arbitrary objects
+        return (
+            f"{path}: the file holds code or Python objects that are not plain tensors ({found.group(1)}); "
+            "refused for safety (sam3lite reads only tensors from .pt files)"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    if "weights only" in first.lower():
+        first = "corrupt, or not written by torch.save"
+    return f"{path}: not a readable PyTorch checkpoint ({first[:200]})"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -68,9 +68,11 @@ def load(
             own (``text_mode`` in its config.json), else ``"transformers"``. Kept as ``model.text_mode``
             and written by ``save_pretrained``.
         tracker: SAM3's tracker for point / object-box / mask prompts and video. None: the file's own,
-            if it has one (facebook/sam3's hub file does); a name or path (``"sam3"``, a directory in
-            the ``sam3_video`` layout): that file's tracker, combined with this detector (LiteText keeps
-            SAM3's ViT, so SAM3's tracker fits every LiteText model); False: no tracker.
+            if it has one (facebook/sam3's hub file does, and so do original ``.pt`` files: sam3.pt and
+            EfficientSAM3's LiteText files, converted on load); a name or path (``"sam3"``, a directory in
+            the ``sam3_video`` layout, an original ``.pt``): that file's tracker, combined with this
+            detector (LiteText keeps SAM3's ViT, so SAM3's tracker fits every LiteText model); False: no
+            tracker.
         context_length / position_table: for original ``.pt`` files whose MobileCLIP position table is
             longer than the context they were trained at (older files store 77 rows): the number of
             rows to keep (default: a sibling config.json's, else 16) and how (``"slice"``, as
@@ -85,8 +87,8 @@ def load(
     config, state = contents.config, contents.detector
     if text_mode is not None:
         config.text_mode = text_mode
-    _warn_unused(contents)
     source = _tracker_source(contents, tracker)
+    _warn_unused(contents)
     tracker_config, settings = None, None
     if source is not None:
         tracker_config, settings = _tracker_parts(source, state)
@@ -113,18 +115,19 @@ def _tracker_source(contents: CheckpointContents, tracker: str | Path | bool | N
     if tracker is None or tracker is True:
         if contents.tracker:
             return contents
+        if contents.tracker_error is not None:
+            raise CheckpointError(
+                f"{contents.source}: its tracker could not be converted: {contents.tracker_error} "
+                "(pass tracker=False to load the detector alone)"
+            )
         if tracker is True:
             raise CheckpointError(f"{contents.source}: holds no tracker; pass tracker='sam3' (or a path) to add one")
         return None
     source = read_contents(resolve(tracker))
     if not source.tracker:
-        detail = (
-            " (its tracker is in the original SAM3 layout, which sam3lite cannot convert yet; use facebook/sam3's "
-            "hub files)"
-            if source.original_tracker
-            else ""
-        )
-        raise CheckpointError(f"{tracker}: holds no SAM3 tracker{detail}")
+        if source.tracker_error is not None:
+            raise CheckpointError(f"{tracker}: its tracker could not be converted: {source.tracker_error}")
+        raise CheckpointError(f"{tracker}: holds no SAM3 tracker")
     return source
 
 

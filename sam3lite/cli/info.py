@@ -112,11 +112,9 @@ def describe_parts(contents: Any) -> dict[str, Any]:
             parameters=sum(parts.values()),
             per_part=dict(sorted(parts.items(), key=lambda kv: -kv[1])),
         )
-    elif contents.original_tracker:
-        # Original-layout tracker tensors are kept but not converted yet.
-        tracker.update(
-            used=False, tensors=len(contents.original_tracker), parameters=contents.parameter_count("original_tracker")
-        )
+    elif contents.tracker_error is not None:
+        # An original file's tracker that could not be converted (its tensors are listed under "unused").
+        tracker.update(used=False, error=contents.tracker_error)
     return {
         "layout": contents.layout,
         "variant": variant_of(contents.config),
@@ -161,10 +159,7 @@ def render(summary: dict[str, Any]) -> str:
         small = tracker["parameters"] - sum(big.values())
         lines.extend(f"    {part:<20}{_millions(n)}" for part, n in {**big, "other": small}.items() if n)
     elif tracker.get("present"):
-        lines.append(
-            f"tracker     present in the original layout: {tracker['tensors']} tensors, "
-            f"{_millions(tracker['parameters']).strip()} parameters, not converted (not loaded)"
-        )
+        lines.append("tracker     present but not loadable: could not be converted (see 'not loaded' below)")
     elif c:
         lines.append("tracker     none (add one with --tracker sam3 / sam3lite.load(..., tracker='sam3'))")
     for part, info in c.get("unused", {}).items():

@@ -44,13 +44,22 @@ NO_TRACKER_MESSAGE = (
 
 
 class _FieldAccess:
-    """Dict-style access on output dataclasses (``out["pred_masks"]``, ``out.get``, ``keys``), so code
-    written against transformers' ModelOutput keeps working."""
+    """ModelOutput-style access on output dataclasses, so code written against transformers keeps
+    working: by name (``out["pred_masks"]``, ``out.get``, ``keys``), by position (``out[0]``,
+    ``out[1:]``) and as a tuple (``out.to_tuple()``); positions count only fields that are not None,
+    as in transformers."""
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
         if key not in self.keys():
             raise KeyError(key)
         return getattr(self, key)
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The fields that are not None, in declaration order."""
+        values = (getattr(self, name) for name in self.keys())
+        return tuple(value for value in values if value is not None)
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key) if key in self.keys() else default
@@ -66,14 +75,16 @@ class _FieldAccess:
 class TextFeatures(_FieldAccess):
     """Text encoder output, computed once and reusable across images.
 
+    last_hidden_state: [B, T, H] text encoder output before the projection.
     pooler_output: [B, T, C] prompt tokens after ``text_projection`` (named as in transformers, whose
         ``get_text_features`` stores the projected sequence there).
-    last_hidden_state: [B, T, H] text encoder output before the projection.
     attention_mask: [B, T] 1 for real tokens, 0 for padding (None = all real).
+
+    The field order is transformers' (``feats[0]`` is ``last_hidden_state`` there too).
     """
 
-    pooler_output: torch.Tensor
     last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor
     attention_mask: torch.Tensor | None = None
 
 

@@ -423,7 +423,8 @@ def prepare_boxes(
             xyxy[j, k] = torch.tensor(inside, dtype=torch.float32)
             out_labels[j, k] = int(label)
     if clipped:
-        warnings.warn(f"{len(clipped)} box(es) extend outside their image and were clipped: {clipped}", stacklevel=3)
+        shown = ", ".join(clipped[:3]) + (", ..." if len(clipped) > 3 else "")
+        warnings.warn(f"{len(clipped)} box(es) extend outside their image and were clipped: {shown}", stacklevel=3)
 
     # Normalize real rows by (W, H), then xyxy -> cxcywh for every row, padding included (as the reference).
     real = (out_labels != BOX_PAD)[..., None]

@@ -117,6 +117,15 @@ def _ftfy_fix_text():  # -> Callable[[str], str] | None
     return ftfy.fix_text
 
 
+def _preview(text: str, limit: int = 40) -> str:
+    """The start of a long prompt for a message, cut at a word: ``"a dog that runs ..."``."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    return (head.rsplit(" ", 1)[0] if " " in head else head) + " ..."
+
+
 class Tokenizer:
     """Text prompts -> padded CLIP token ids.
 
@@ -178,7 +187,7 @@ class Tokenizer:
         if truncated:
             warnings.warn(
                 f"{len(truncated)} prompt(s) longer than the context length {length} were truncated "
-                f"(first: text[{truncated[0]}] = {batch[truncated[0]]!r})",
+                f"(first: text[{truncated[0]}] = {_preview(batch[truncated[0]])!r})",
                 stacklevel=2,
             )
         return torch.from_numpy(ids), torch.from_numpy(mask)

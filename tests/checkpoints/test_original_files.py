@@ -1,5 +1,5 @@
 """Original EfficientSAM3 / SAM3 ``.pt`` files: 77-row position tables, the projection's orientation,
-the tracker kept, SAM 3.1 files recognised."""
+an unconvertible tracker reported, SAM 3.1 files recognised."""
 
 from __future__ import annotations
 
@@ -107,14 +107,21 @@ def test_projection_routes_agree(tmp_path):
         assert torch.allclose(a.pooler_output, eot @ p_matrix, atol=1e-6)
 
 
-def test_tracker_tensors_of_an_original_file_are_kept(tmp_path):
+def test_an_incomplete_original_tracker_is_reported_not_dropped(tmp_path):
+    """A tracker that cannot be converted (here two stray tensors) stays visible: listed as not loaded,
+    its reason kept; the detector still loads with tracker=False. Whole trackers: test_convert_tracker.py."""
     ref = hf_model(tiny_config_dict("s0"), seed=1)
-    original = to_original(ref.state_dict(), "s0")  # holds tracker.* and sam2_convs.* extras
+    original = to_original(ref.state_dict(), "s0")
+    original["tracker.sam_mask_decoder.iou_token.weight"] = torch.randn(1, 32)
+    original["detector.backbone.vision_backbone.sam2_convs.0.conv_1x1.weight"] = torch.randn(32, 16, 1, 1)
     contents = read_contents(_pt(tmp_path, original))
-    assert contents.has_tracker
-    assert any(k.startswith("tracker.") for k in contents.original_tracker)
-    assert any(".sam2_convs." in k for k in contents.original_tracker)
-    assert not contents.unused
+    assert contents.has_tracker and not contents.tracker
+    assert contents.unused["tracker"][0] == 2 and "not converted" in contents.unused["tracker"][1]
+    assert "missing" in contents.tracker_error
+    with pytest.raises(sam3lite.CheckpointError, match="tracker=False"):
+        sam3lite.load(tmp_path / "model.pt")
+    with pytest.warns(UserWarning, match="tracker: 2 tensors"):
+        assert not sam3lite.load(tmp_path / "model.pt", tracker=False).has_tracker
 
 
 def test_sam31_file_loads_its_detector_and_says_what_is_not_loaded(tmp_path, capsys):
