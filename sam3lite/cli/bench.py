@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import run as run_bench
 
     if args.video:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         from ..bench.video import format_video_markdown, run_video
 
         tiny = None
