@@ -11,3 +11,4 @@ python3 -c "import torch, transformers; print('torch', torch.__version__, 'trans
 python3 -m sam3lite bench --video --device cuda --dtype bfloat16 --frames 64 --json "$OUT/video_cuda_bf16.json"
 python3 -m sam3lite bench --tracker --threads 16 --repeats 3 --json "$OUT/tracker_cpu.json"
 python3 -m sam3lite bench --video --device cuda --dtype float32 --frames 64 --json "$OUT/video_cuda_fp32.json"
+python3 -m sam3lite bench --video --text --device cuda --dtype bfloat16 --frames 32 --objects 8 --json "$OUT/video_text_cuda_bf16.json"

@@ -6,6 +6,7 @@ transformers is a test-only dependency: it is the numerical oracle, never import
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,17 +132,63 @@ def hf_video_config(config: dict[str, Any]):
     return Sam3VideoConfig(detector_config=detector, tracker_config=tracker, **data)
 
 
-def hf_video_model(config: dict[str, Any], seed: int = 0):
+def hf_video_model(config: dict[str, Any], seed: int = 0, adjust: Callable[[Any], None] | None = None):
     """A transformers ``Sam3VideoModel`` (eval, float32) with randomized weights (``randomize_``;
-    tracker tests may rescale further so that masks are not degenerate)."""
+    tracker tests may rescale further so that masks are not degenerate); ``adjust(model)`` may then
+    change the weights in place (e.g. ``spread_detector_queries``)."""
     from transformers import Sam3VideoModel
 
     torch.manual_seed(seed)
-    return randomize_(Sam3VideoModel(hf_video_config(config)), seed).eval()
+    model = randomize_(Sam3VideoModel(hf_video_config(config)), seed).eval()
+    if adjust is not None:
+        with torch.no_grad():
+            adjust(model)
+    return model
 
 
-def save_video_reference(config: dict[str, Any], directory: Path, seed: int = 0, hub_layout: bool = True):
-    """Build a reference ``Sam3VideoModel`` and ``save_pretrained`` it; return the model.
+def spread_detector_queries(model: Any) -> None:
+    """Make a random DETR decoder's queries differ: with every sub-layer at full strength, random
+    attention and MLP outputs (the same for every query) drown the query embeddings, so all queries
+    find the same near-full-frame mask with the same score. Damping the sub-layers' output projections
+    (x0.05; image cross-attention x0.3, so detections still follow the frame) lets each query keep
+    its own embedding: detections get distinct masks (3% to 75% of the frame) and scores."""
+    for layer in model.detector_model.detr_decoder.layers:
+        for proj, scale in (
+            (layer.self_attn.o_proj, 0.05),
+            (layer.text_cross_attn.o_proj, 0.05),
+            (layer.mlp.fc2, 0.05),
+            (layer.vision_cross_attn.o_proj, 0.3),
+        ):
+            proj.weight.mul_(scale)
+            proj.bias.mul_(scale)
+
+
+def moving_shapes(num_frames: int = 10, height: int = 150, width: int = 200) -> list:
+    """uint8 RGB frames [H, W, 3]: a bright square moving right, a dark disc moving down, on a gradient."""
+    import numpy as np
+
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    background = np.stack([xs / width, ys / height, 1 - xs / width], -1) * 200 + 20
+    frames = []
+    for t in range(num_frames):
+        frame = background.copy()
+        x0, y0 = 20 + 9 * t, 30
+        frame[y0 : y0 + 45, x0 : x0 + 45] = (240, 220, 200)
+        disc = (ys - (40 + 7 * t)) ** 2 + (xs - 150) ** 2 < 22**2
+        frame[disc] = (15, 60, 25)
+        frames.append(frame.astype(np.uint8))
+    return frames
+
+
+def save_video_reference(
+    config: dict[str, Any],
+    directory: Path,
+    seed: int = 0,
+    hub_layout: bool = True,
+    adjust: Callable[[Any], None] | None = None,
+):
+    """Build a reference ``Sam3VideoModel`` (``adjust`` as in ``hf_video_model``) and ``save_pretrained``
+    it; return the model.
 
     transformers 5.23 writes the tracker under ``tracker_model.tracker_model.*``; the hub file of
     facebook/sam3 has ``tracker_model.*``. ``hub_layout`` rewrites the file to the hub's names (which
@@ -149,7 +196,7 @@ def save_video_reference(config: dict[str, Any], directory: Path, seed: int = 0,
     """
     from safetensors.torch import load_file, save_file
 
-    model = hf_video_model(config, seed)
+    model = hf_video_model(config, seed, adjust)
     model.save_pretrained(directory)
     if hub_layout:
         path = Path(directory) / "model.safetensors"

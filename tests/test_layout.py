@@ -28,7 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "checkpoints": {"modeling", "runtime"},
     "objects": {"processing"},
     "predictor": {"modeling", "processing", "runtime", "objects"},
-    "video_predictor": {"modeling", "processing", "runtime", "predictor", "objects"},
+    "video_text": {"processing", "runtime"},
+    "video_predictor": {"modeling", "processing", "runtime", "predictor", "objects", "video_text"},
 }
 FEATURES = {"bench", "cli", "segment", "evaluation", "distill", "anatomy", "serve", "export", "onnx", "track"}
 

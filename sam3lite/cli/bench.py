@@ -33,6 +33,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         action="store_true",
         help="video tracking instead: VideoPredictor against Sam3TrackerVideoModel for 1, 4 and 16 objects",
     )
+    parser.add_argument(
+        "--text",
+        action="store_true",
+        help="with --video: a text prompt (detect and track) against Sam3VideoModel instead of clicks",
+    )
+    parser.add_argument("--objects", type=int, default=4, help="with --video --text: objects born and tracked")
     parser.add_argument("--frames", type=int, default=64, help="with --video: frames of the synthetic video")
     parser.add_argument("--tiny", action="store_true", help="with --video: the tiny test config (fast, CPU)")
     parser.add_argument(
@@ -53,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import run as run_bench
 
     if args.video:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         from ..bench.video import format_video_markdown, run_video
 
         tiny = None
@@ -60,8 +70,14 @@ def run(args: argparse.Namespace) -> int:
             from ..bench.video import tiny_video_config
 
             tiny = tiny_video_config()
-        report = run_video(num_frames=args.frames, device=args.device, dtype=args.dtype, tiny_config=tiny)
-        print(format_video_markdown(report))
+        if args.text:
+            from ..bench.video_text import format_video_text_markdown, run_video_text
+
+            report = run_video_text(args.objects, args.frames, device=args.device, dtype=args.dtype, tiny_config=tiny)
+            print(format_video_text_markdown(report))
+        else:
+            report = run_video(num_frames=args.frames, device=args.device, dtype=args.dtype, tiny_config=tiny)
+            print(format_video_markdown(report))
         if args.json:
             save(report, args.json)
         return 0

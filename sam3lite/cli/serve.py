@@ -54,6 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--max-boxes", type=int, default=32, help="boxes per request (422)")
     parser.add_argument("--max-objects", type=int, default=16, help="objects per click request (422)")
     parser.add_argument("--max-points", type=int, default=64, help="clicks per object (422)")
+    parser.add_argument("--max-video-frames", type=int, default=300, help="frames of a /v1/track video (413)")
+    parser.add_argument("--max-video-seconds", type=float, default=60, help="duration of a /v1/track video (413)")
     parser.add_argument("--max-body-mb", type=float, default=32, help="request body limit in MiB (413)")
     parser.add_argument("--queue-size", type=int, default=8, help="requests waiting for the model; more get 503")
     parser.add_argument("--image-cache-mb", type=float, default=1024, help="image-feature cache size, MiB (0: off)")
@@ -114,6 +116,8 @@ def _settings(args: argparse.Namespace):
             image_cache_bytes=int(args.image_cache_mb * MIB),
             session_cache_bytes=int(args.session_cache_mb * MIB),
             session_ttl_s=args.session_ttl,
+            max_video_frames=args.max_video_frames,
+            max_video_seconds=args.max_video_seconds,
         )
     except ValueError as err:
         # The settings name their fields; the flags are the same words with dashes.

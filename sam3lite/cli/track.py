@@ -1,4 +1,5 @@
-"""``sam3lite track``: objects given by clicks or boxes on any frame, tracked through whole videos.
+"""``sam3lite track``: every instance of noun phrases, and objects given by clicks or boxes on any frame,
+tracked through whole videos.
 
 The arguments only; the work is in ``sam3lite.track``.
 """
@@ -12,6 +13,11 @@ from . import UsageError
 from .segment import DEVICES, DTYPES
 
 EPILOG = """\
+phrases (repeatable): every instance found on every frame and tracked with a stable id
+  --prompt person --prompt "red car"
+  --set NAME=VALUE            a detect-and-track threshold of the checkpoint's video config, e.g.
+                              --set new_det_thresh=0.6 --set hotstart_delay=0 (repeatable)
+
 objects (repeatable; several entries may name one object):
   --object 1:0:320,200        object 1, frame 0, a click on (x=320, y=200); ',0' marks a background click
   --object-box 2:15:40,60,210,300
@@ -20,23 +26,31 @@ objects (repeatable; several entries may name one object):
                               "box": [x0, y0, x1, y1]}, ...]}
 
 outputs (DIR = --out; with several videos, DIR/<video name>/):
-  masks.jsonl    one line per frame: {"frame", "objects": [{"id", "score", "rle": COCO RLE}]}
-  overlay.mp4    the video with each object's mask and id (skip with --no-overlay)
+  masks.jsonl    one line per frame: {"frame", "objects": [{"id", "score", "rle": COCO RLE, "phrase"}]}
+  overlay.mp4    the video with each object's mask, id and phrase (skip with --no-overlay)
+  ytvis.json     phrases' objects in YouTube-VIS's layout: videos, categories, results (video_id,
+                 category_id, score, segmentations: one RLE or null per frame); with several videos
+                 DIR/ytvis.json gathers them all
   summary.json   frames, objects, speed and the settings (a rerun with the same ones skips the video)
+
+several GPUs or machines: torchrun --nproc-per-node 4 -m sam3lite track FOLDER --prompt person --out DIR
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "track",
-        help="track objects given by clicks or boxes through videos",
-        description="Segment objects given on any frame through the whole video with SAM3's tracker.",
+        help="track every instance of noun phrases, or objects given by clicks/boxes, through videos",
+        description="Find every instance of noun phrases on every frame and track each with a stable id; "
+        "objects given by clicks or boxes on any frame are tracked too (SAM3's detector and tracker).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (mp4, mov, webm, avi...), "
                         "folders of frames, or folders of videos")  # fmt: skip
     what = parser.add_argument_group("what to track")
+    what.add_argument("--prompt", action="append", default=[], metavar="PHRASE", help="a noun phrase (repeatable)")
+    what.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a detect-and-track setting")
     what.add_argument("--object", action="append", default=[], metavar="ID:FRAME:X,Y[,LABEL]", help="a click")
     what.add_argument("--object-box", action="append", default=[], metavar="ID:FRAME:X0,Y0,X1,Y1", help="a box")
     what.add_argument("--prompts", metavar="FILE", help="objects in a JSON file")
@@ -53,21 +67,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..track import TrackOptions, parse_cli, read_json
+    from ..track import TrackOptions, check_phrases, parse_cli, parse_settings, read_json
     from ..track import run as run_track
 
     try:
+        phrases = check_phrases(args.prompt)
+        thresholds = parse_settings(args.set)
         prompts = parse_cli(args.object, args.object_box)
         if args.prompts:
             prompts += read_json(args.prompts)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    if not prompts:
-        raise UsageError("nothing to track: give --object ID:FRAME:X,Y, --object-box ID:FRAME:X0,Y0,X1,Y1 or --prompts")
+    if not prompts and not phrases:
+        raise UsageError(
+            "nothing to track: give --prompt PHRASE, --object ID:FRAME:X,Y, --object-box ID:FRAME:X0,Y0,X1,Y1 "
+            "or --prompts FILE"
+        )
+    if thresholds and not phrases:
+        raise UsageError("--set changes detect-and-track settings: it needs --prompt")
     options = TrackOptions(
         videos=args.videos,
         out=args.out,
         prompts=prompts,
+        phrases=phrases,
+        thresholds=thresholds,
         model=args.model,
         tracker=args.tracker,
         device=args.device,

@@ -181,6 +181,48 @@ class FileFrames(VideoFrames):
         self._container.close()
 
 
+class StreamFrames(VideoFrames):
+    """Frames that arrive one at a time (a camera, a live feed): ``append`` each as it comes. The length
+    is the number of frames so far; only the last ``kept`` stay readable."""
+
+    def __init__(self, kept: int = _DECODED_KEPT, fps: float | None = None) -> None:
+        self.fps = fps
+        self._kept = kept
+        self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._count = 0
+        self._size: tuple[int, int] | None = None
+
+    def append(self, frame: Any) -> int:
+        """Add the next frame (array [H, W, 3], PIL image, path, torch CHW); returns its index."""
+        image = _rgb_array(frame, self._count)
+        if self._size is None:
+            self._size = image.shape[:2]
+        elif image.shape[:2] != self._size:
+            raise VideoError(
+                f"frame {self._count} is {image.shape[1]}x{image.shape[0]} but the stream's frames are "
+                f"{self._size[1]}x{self._size[0]}; frames of changing size are not supported"
+            )
+        self._frames[self._count] = image
+        while len(self._frames) > self._kept:
+            self._frames.popitem(last=False)
+        self._count += 1
+        return self._count - 1
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def size(self) -> tuple[int, int]:
+        if self._size is None:
+            raise VideoError("the stream has no frame yet")
+        return self._size
+
+    def read(self, index: int) -> np.ndarray:
+        if index not in self._frames:
+            raise VideoError(f"frame {index} is no longer held: a stream keeps its last {self._kept} frames")
+        return self._frames[index]
+
+
 def open_video(source: Any, fps: float | None = None) -> VideoFrames:
     """A video file (mp4/mov/webm/avi/...), a folder of frames, a sequence of frames, or ``VideoFrames``."""
     if isinstance(source, VideoFrames):

@@ -2,6 +2,7 @@
 
 POST /v1/segment          image + prompts and/or boxes -> detections per prompt (JSON or multipart)
 POST /v1/segment_object   image (or session) + clicks and/or a box per object -> masks per object
+POST /v1/track            a short video + noun phrases -> every instance tracked, RLE per object per frame
 GET  /v1/model            name, variant, device, dtype, tracker, limits
 GET  /healthz      liveness and queue depth
 GET  /             the web page (static files, no build step)
@@ -30,6 +31,7 @@ from .. import __version__
 from ..checkpoints import Sam3LiteTextModel
 from ..checkpoints import variant_of as config_variant
 from ..predictor import Predictor
+from ..video_predictor import VideoPredictor
 from .cache import FeatureCache, content_key
 from .decode import decode_image, prepare_pixels
 from .errors import ApiError, from_predictor_error, install_handlers, invalid, log
@@ -60,6 +62,7 @@ from .schemas import (
 )
 from .sessions import SessionStore
 from .settings import ServeSettings
+from .track import TrackRequest, open_checked, parse_track_form, response_body, track_frames
 from .worker import Job, ModelWorker, QueueFull, WorkResult
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -117,6 +120,7 @@ class Service:
         self.worker = ModelWorker(predictor, self.cache, capacity, self.sessions, settings.max_points)
         self.admission = Admission(settings.queue_size, self.worker)
         self._decode_slots = threading.BoundedSemaphore(settings.decode_concurrency)
+        self._videos: VideoPredictor | None = None  # made on the model's thread at the first /v1/track
 
     async def segment(self, image: bytes, params: SegmentParams, started: float) -> Response:
         job, decode_ms = await run_in_threadpool(self._prepare, image, params)
@@ -128,6 +132,24 @@ class Service:
         job, decode_ms = await run_in_threadpool(self._prepare_objects, image, params)
         work = await self._run(job)
         body = await run_in_threadpool(self._object_response, job, params, work, decode_ms, started)
+        return Response(body, media_type="application/json")
+
+    async def track(self, request: TrackRequest, started: float) -> Response:
+        frames = await run_in_threadpool(open_checked, request.path, self.settings)
+        submitted = time.perf_counter()
+
+        def work() -> tuple[list, float, float]:  # on the model's thread
+            t0 = time.perf_counter()
+            if self._videos is None:
+                self._videos = VideoPredictor(self.predictor.model)
+            results = track_frames(self._videos, frames, request)
+            return results, (t0 - submitted) * 1000, (time.perf_counter() - t0) * 1000
+
+        try:
+            results, queue_ms, track_ms = await self._run(Job("", frames.size, None, call=work))
+            body = await run_in_threadpool(response_body, frames, request, results, queue_ms, track_ms, started)
+        finally:
+            frames.close()
         return Response(body, media_type="application/json")
 
     async def _run(self, job: Job) -> WorkResult:
@@ -337,6 +359,26 @@ def create_app(predictor_or_model: Predictor | Sam3LiteTextModel, settings: Serv
             image, params = await parse_body(request, body, OBJECTS)
             check_object_limits(image, params, settings)
             return await service.segment_objects(image, params, started)
+
+    @app.post(
+        "/v1/track",
+        responses={**object_errors, 413: {"model": ErrorResponse, "description": "Body or video too large"}},
+        dependencies=auth,
+        summary="Track every instance of noun phrases through a short video (multipart: video, prompts, settings)",
+    )
+    async def track(request: Request) -> Response:
+        started = time.perf_counter()
+        if not predictor.model.has_tracker:
+            raise no_tracker(settings.model_name)
+        check_content_length(request, settings.max_body_bytes)
+        with service.admission.slot():
+            body = await read_body(request, settings.max_body_bytes)
+            parsed = await parse_track_form(request, body, settings)
+            del body
+            try:
+                return await service.track(parsed, started)
+            finally:
+                parsed.close()
 
     @app.get("/v1/model", response_model=ModelInfo, responses=errors, dependencies=auth)
     async def model() -> ModelInfo:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 MIB = 2**20
 _AT_LEAST_ONE = (
     "max_image_pixels", "max_prompts", "max_boxes", "max_objects", "max_points", "max_prompt_chars", "max_body_bytes",
-    "max_sessions",
+    "max_sessions", "max_video_frames",
 )  # fmt: skip
 
 
@@ -34,6 +34,9 @@ class ServeSettings:
             float32, about 1 MB, at full size with multimask), kept so that the next click refines it.
         max_sessions: click sessions kept, whatever their size; least recently used go first.
         session_ttl_s: a session (and each of its objects) is forgotten this long after its last use.
+        max_video_frames: frames of a ``/v1/track`` video (413 above); the response holds an RLE per object
+            per frame, and the request holds the model for the whole video.
+        max_video_seconds: duration of a ``/v1/track`` video (frames / fps; 413 above).
     """
 
     model_name: str = "model"
@@ -52,6 +55,8 @@ class ServeSettings:
     session_cache_bytes: int = 256 * MIB
     max_sessions: int = 1024
     session_ttl_s: float = 1800.0
+    max_video_frames: int = 300
+    max_video_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         for name in _AT_LEAST_ONE:
@@ -60,6 +65,8 @@ class ServeSettings:
         for name in ("queue_size", "image_cache_bytes", "image_cache_entries", "session_cache_bytes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.max_video_seconds > 0:
+            raise ValueError(f"max_video_seconds must be > 0, got {self.max_video_seconds}")
         if not self.session_ttl_s > 0:
             raise ValueError(f"session_ttl_s must be > 0, got {self.session_ttl_s}")
         if self.decode_concurrency < 1:

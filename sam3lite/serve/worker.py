@@ -11,8 +11,10 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,8 +38,9 @@ class Job:
 
     key: str
     size: tuple[int, int]
-    params: SegmentParams | ObjectParams
+    params: SegmentParams | ObjectParams | None
     cached: CachedImage | None = None
+    call: Callable[[], Any] | None = None  # other model work (``/v1/track``): run as is, its value returned
     pixel_values: torch.Tensor | None = None
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
@@ -136,7 +139,9 @@ class ModelWorker:
                 job.future.set_exception(err)
             self.seconds_per_job = 0.8 * self.seconds_per_job + 0.2 * (time.perf_counter() - started)
 
-    def _run(self, job: Job, started: float) -> WorkResult:
+    def _run(self, job: Job, started: float) -> Any:
+        if job.call is not None:
+            return job.call()
         queue_ms = (started - job.submitted) * 1000
         cache_hit, encoder_ms = self._set_image(job)
         t0 = time.perf_counter()

@@ -1,5 +1,6 @@
-"""What to track: objects given on the command line (``--object ID:FRAME:x,y[,label]``,
-``--object-box ID:FRAME:x0,y0,x1,y1``) or in a JSON file (``--prompts``).
+"""What to track: noun phrases (``--prompt person``: every instance, found on every frame), objects given
+on the command line (``--object ID:FRAME:x,y[,label]``, ``--object-box ID:FRAME:x0,y0,x1,y1``) or in a JSON
+file (``--prompts``), and detect-and-track settings (``--set new_det_thresh=0.6``).
 
 JSON layout::
 
@@ -130,3 +131,34 @@ def check_prompts(prompts: list[ObjectPrompt], num_frames: int, size: tuple[int,
                 )
         if p.box and (p.box[2] <= p.box[0] or p.box[3] <= p.box[1]):
             raise ValueError(f"object {p.obj_id} on frame {p.frame}: box needs x1 > x0 and y1 > y0")
+
+
+def check_phrases(phrases: list[str]) -> list[str]:
+    """``--prompt`` values, whitespace trimmed, each once (first order kept); an empty one is an error."""
+    cleaned: list[str] = []
+    for text in phrases:
+        phrase = " ".join(text.split())
+        if not phrase:
+            raise ValueError(f"--prompt must be a noun phrase such as 'person', got {text!r}")
+        if phrase not in cleaned:
+            cleaned.append(phrase)
+    return cleaned
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``--set NAME=VALUE`` (a detect-and-track threshold of the checkpoint's video config) -> {NAME: VALUE};
+    values are numbers or true/false. The names are checked when the model's settings are built."""
+    settings: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise ValueError(f"--set {item!r}: expected NAME=VALUE, e.g. --set new_det_thresh=0.6")
+        value = text.strip().lower()
+        if value in ("true", "false"):
+            settings[name.strip()] = value == "true"
+            continue
+        try:
+            settings[name.strip()] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError as err:
+            raise ValueError(f"--set {item!r}: the value must be a number, true or false") from err
+    return settings

@@ -4,9 +4,11 @@
 
     {"frame": 0, "objects": [{"id": 1, "score": 0.97, "rle": {"size": [H, W], "counts": "..."}}, ...]}
 
-``overlay.mp4``: the video with every object's mask tinted in its colour and its id at the mask's
-top-left corner (H.264 through PyAV; odd sizes are padded by one pixel, as the codec needs even ones).
-Every file is written under a temporary name and renamed at the end, so a file that exists is complete.
+(objects found by a phrase also carry ``"phrase"``). ``ytvis.json``: the objects found by phrases in
+YouTube-VIS's results layout (see ``VisResults``). ``overlay.mp4``: the video with every object's mask
+tinted in its colour and its id (and phrase) at the mask's top-left corner (H.264 through PyAV; odd
+sizes are padded by one pixel, as the codec needs even ones). Every file is written under a temporary
+name and renamed at the end, so a file that exists is complete.
 """
 
 from __future__ import annotations
@@ -30,16 +32,65 @@ def temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def frame_record(frame: int, object_ids: list[int], masks: torch.Tensor, scores: torch.Tensor) -> dict[str, Any]:
-    """One ``masks.jsonl`` line: every object's score and COCO RLE mask on ``frame``."""
+def frame_record(
+    frame: int,
+    object_ids: list[int],
+    masks: torch.Tensor,
+    scores: torch.Tensor,
+    phrases: list[str | None] | None = None,
+) -> dict[str, Any]:
+    """One ``masks.jsonl`` line: every object's score and COCO RLE mask [N, H, W] on ``frame`` (and the phrase
+    that found it, for objects found by text)."""
     rles = masks_to_rle(masks) if len(object_ids) else []
-    return {
-        "frame": frame,
-        "objects": [
-            {"id": int(i), "score": round(float(s), 5), "rle": r}
-            for i, s, r in zip(object_ids, scores.tolist(), rles, strict=True)
-        ],
-    }
+    phrases = phrases or [None] * len(object_ids)
+    objects = []
+    for i, s, r, phrase in zip(object_ids, scores.tolist(), rles, phrases, strict=True):
+        entry: dict[str, Any] = {"id": int(i), "score": round(float(s), 5), "rle": r}
+        if phrase is not None:
+            entry["phrase"] = phrase
+        objects.append(entry)
+    return {"frame": frame, "objects": objects}
+
+
+class VisResults:
+    """YouTube-VIS results of one video, collected from ``masks.jsonl`` records::
+
+        {"videos": [{"id", "name", "length", "height", "width"}],
+         "categories": [{"id": 1, "name": "person"}, ...],          # one per phrase, in --prompt order
+         "results": [{"video_id", "category_id", "score", "segmentations": [RLE or None per frame]}, ...]}
+
+    ``results`` is what YouTube-VIS evaluation reads; the score of an object is its detection score
+    when it was found. Objects given by clicks or boxes are not included (they have no category).
+    """
+
+    def __init__(self, phrases: list[str], name: str, length: int, size: tuple[int, int], video_id: int = 1) -> None:
+        self.video = {"id": video_id, "name": name, "length": length, "height": size[0], "width": size[1]}
+        self.categories = [{"id": k + 1, "name": p} for k, p in enumerate(phrases)]
+        self._category = {p: k + 1 for k, p in enumerate(phrases)}
+        self._tracks: dict[int, dict[str, Any]] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
+        for entry in record["objects"]:
+            if "phrase" not in entry:
+                continue
+            track = self._tracks.setdefault(
+                entry["id"],
+                {"category_id": self._category[entry["phrase"]], "score": entry["score"], "frames": {}},
+            )
+            track["frames"][record["frame"]] = entry["rle"]
+
+    def to_dict(self) -> dict[str, Any]:
+        length, video_id = self.video["length"], self.video["id"]
+        results = [
+            {
+                "video_id": video_id,
+                "category_id": t["category_id"],
+                "score": t["score"],
+                "segmentations": [t["frames"].get(f) for f in range(length)],
+            }
+            for _, t in sorted(self._tracks.items())
+        ]
+        return {"videos": [self.video], "categories": self.categories, "results": results}
 
 
 class OverlayVideo:
@@ -58,17 +109,21 @@ class OverlayVideo:
         self._stream.pix_fmt = "yuv420p"
         self._stream.options = {"crf": "23", "preset": "veryfast"}
 
-    def write(self, rgb: np.ndarray, object_ids: list[int], masks: torch.Tensor) -> None:
+    def write(
+        self, rgb: np.ndarray, object_ids: list[int], masks: torch.Tensor, phrases: list[str | None] | None = None
+    ) -> None:
         import av
 
         colours = [colour(i - 1 if i > 0 else i) for i in object_ids]
         picture = Image.fromarray(tint_masks(rgb, [masks], colours))
         draw = ImageDraw.Draw(picture)
         font = label_font(max(11, round(min(rgb.shape[:2]) / 40)))
-        for obj_id, mask, tint in zip(object_ids, masks, colours, strict=True):
+        phrases = phrases or [None] * len(object_ids)
+        for obj_id, mask, tint, phrase in zip(object_ids, masks, colours, phrases, strict=True):
             ys, xs = torch.nonzero(mask, as_tuple=True)
             if len(xs):
-                draw_label(draw, (float(xs.min()), float(ys.min())), str(obj_id), tint, font, rgb.shape[1])
+                label = str(obj_id) if phrase is None else f"{obj_id} {phrase}"
+                draw_label(draw, (float(xs.min()), float(ys.min())), label, tint, font, rgb.shape[1])
         image = np.asarray(picture)
         if any(self._pad):
             image = np.pad(image, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")

@@ -16,28 +16,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from reference import rel_err, save_video_reference, tiny_video_config_dict
+from reference import moving_shapes, rel_err, save_video_reference, tiny_video_config_dict
 
 import sam3lite
 from sam3lite.video_predictor import VideoPredictor
 
 HEIGHT, WIDTH, NUM_FRAMES = 150, 200, 10
 LOGIT_TOL, MIN_IOU = 1e-3, 0.999
-
-
-def moving_shapes(num_frames: int = NUM_FRAMES) -> list[np.ndarray]:
-    """uint8 RGB frames: a bright square moving right, a dark disc moving down, on a gradient."""
-    ys, xs = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
-    background = np.stack([xs / WIDTH, ys / HEIGHT, 1 - xs / WIDTH], -1) * 200 + 20
-    frames = []
-    for t in range(num_frames):
-        frame = background.copy()
-        x0, y0 = 20 + 9 * t, 30
-        frame[y0 : y0 + 45, x0 : x0 + 45] = (240, 220, 200)
-        disc = (ys - (40 + 7 * t)) ** 2 + (xs - 150) ** 2 < 22**2
-        frame[disc] = (15, 60, 25)
-        frames.append(frame.astype(np.uint8))
-    return frames
 
 
 def mask_prompt(t: int, kind: str) -> np.ndarray:
