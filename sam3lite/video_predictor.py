@@ -138,6 +138,7 @@ class VideoSession:
     features: OrderedDict[int, TrackerImageFeatures] = field(default_factory=OrderedDict)
     head: int | None = None  # the last frame processed
     reverse: bool = False  # the direction of the last pass
+    text_head: int | None = None  # the last frame a detect-and-track pass reached (text prompts)
     offload: str | None = None
     text: TextTracks | None = None  # phrases and detect-and-track state (text prompts)
 
@@ -232,7 +233,7 @@ class VideoPredictor:
         session.objects.clear()
         session.new_inputs.clear()
         session.features.clear()
-        session.head = None
+        session.head = session.text_head = None
         if session.text is not None:
             session.text = TextTracks(session.text.settings)
 
@@ -381,6 +382,7 @@ class VideoPredictor:
         if start is None:
             start = session.num_frames - 1 if reverse else 0
         self._check_frame(session, start, "start")
+        self._check_text_pass(session, start, reverse)
         order = range(start, -1, -1) if reverse else range(start, session.num_frames)
         delay = session.text.settings.hotstart_delay  # type: ignore[union-attr]
         session.reverse = reverse
@@ -393,6 +395,21 @@ class VideoPredictor:
         with torch.inference_mode():
             while held:
                 yield self._show(session, held.popleft())
+
+    @staticmethod
+    def _check_text_pass(session: VideoSession, start: int, reverse: bool) -> None:
+        """A detect-and-track pass keeps only the memories its own direction reads on (``_forget``), so
+        after one has run, only its continuation is exact: the same direction, from beyond its last frame."""
+        head = session.text_head
+        if head is None:
+            return
+        if reverse != session.reverse or (start - head) * (-1 if reverse else 1) <= 0:
+            direction = "reverse" if session.reverse else "forward"
+            raise ValueError(
+                f"this text session already ran a {direction} pass to frame {head}, whose memories of earlier "
+                f"frames are gone: continue it with propagate(session, start={head + (-1 if session.reverse else 1)}"
+                f"{', reverse=True' if session.reverse else ''}), or call reset(session) to start over"
+            )
 
     @torch.inference_mode()
     def step(self, session: VideoSession, frame: Any) -> FrameResult:
@@ -484,7 +501,7 @@ class VideoPredictor:
             if obj not in text.phrase_of and obj not in removed:
                 out_masks[obj] = step.low_res[row[obj], 0]
         ids = sorted(out_masks)
-        session.head = frame
+        session.head = session.text_head = frame
         self._forget(session)
         return _TextFrame(
             frame=frame,

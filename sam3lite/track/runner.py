@@ -60,6 +60,10 @@ class TrackOptions:
         }
 
 
+# Settings added after folders were written without them: the value those runs had in effect.
+SETTING_DEFAULTS: dict[str, Any] = {"phrases": [], "thresholds": {}}
+
+
 def list_videos(arguments: list[str]) -> list[Path]:
     """Video files and folders of frames as given; a folder of video files counts as several videos."""
     videos: list[Path] = []
@@ -95,6 +99,8 @@ def check_output_dir(directory: Path, settings: dict[str, Any], overwrite: bool)
             raise ValueError(f"--out {directory} holds files sam3lite track did not write; choose an empty folder")
         return False
     previous = json.loads(summary.read_text(encoding="utf-8")).get("settings")
+    if isinstance(previous, dict):  # folders made before a setting existed had its default in effect
+        previous = {**SETTING_DEFAULTS, **previous}
     if previous == settings and not overwrite:
         return True
     if not overwrite:

@@ -88,6 +88,12 @@ def test_outputs_and_resume(setup, tmp_path):
     assert torch.equal(rle_to_masks([o["rle"] for o in lines[5]["objects"]]), forward[5].masks)
     again = track(*args)
     assert again.returncode == 0 and "skipped" in again.stdout
+    # A folder written before phrases and thresholds were settings is still this run's.
+    record = json.loads((out / "summary.json").read_text())
+    del record["settings"]["phrases"], record["settings"]["thresholds"]
+    (out / "summary.json").write_text(json.dumps(record))
+    again = track(*args)
+    assert again.returncode == 0 and "skipped" in again.stdout
     changed = track(*args[:-4], "--object", "1:2:30,35", "--out", out)
     assert changed.returncode == 2 and "other settings (prompts)" in changed.stderr
 

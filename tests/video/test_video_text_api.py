@@ -134,3 +134,19 @@ def test_bad_input(vp):
     session = vp.start(changing, text="person", settings={"hotstart_delay": 0})
     with pytest.raises(VideoError, match="frame 1 is 200x100 .*changing size"):
         list(vp.propagate(session))
+
+
+def test_a_finished_text_pass_only_continues(vp):
+    """A pass keeps only the memories its own direction reads on: running the session again (or backwards)
+    would silently differ from a fresh session, so it is refused until ``reset``; continuing is exact."""
+    frames = moving_shapes(NUM_FRAMES)
+    session = vp.start(frames, text="person", settings={**SETTINGS, "hotstart_delay": 0})
+    first = [r.frame for _, r in zip(range(3), vp.propagate(session), strict=False)]
+    assert first == [0, 1, 2]
+    for kwargs in ({}, {"reverse": True}, {"start": 1}):
+        with pytest.raises(ValueError, match="continue it with propagate\\(session, start=3\\)"):
+            next(vp.propagate(session, **kwargs))
+    assert [r.frame for r in vp.propagate(session, start=3)] == [3, 4, 5]
+    vp.reset(session)  # forgets the phrases too
+    vp.add_text(session, "person")
+    assert [r.frame for r in vp.propagate(session, reverse=True)] == list(range(NUM_FRAMES - 1, -1, -1))
