@@ -15,32 +15,61 @@ from typing import Any
 
 import numpy as np
 
-from ..portable.manifest import Manifest
+from ..portable.manifest import MANIFEST_NAME, Manifest
 
 
 def quantize_image_encoder(directory: Path, manifest: Manifest, log: Any) -> dict[str, float]:
-    """Replace ``image_encoder.onnx`` by its int8 version; returns the relative error of each output."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
+    """Replace ``image_encoder.onnx`` of an export by its int8 version; returns the relative error of each
+    heads output against float32."""
     entry = manifest.graphs["image_encoder"]
-    float_path = directory / entry.file
     float_dir = directory / ".float32"
     float_dir.mkdir()
     try:
-        for path in (float_path, float_path.with_name(float_path.name + ".data")):
-            shutil.move(str(path), float_dir / path.name)
+        for name in (entry.file, entry.file + ".data"):
+            shutil.move(str(directory / name), float_dir / name)
+        return _quantize(float_dir / entry.file, directory, manifest, log)
+    finally:
+        shutil.rmtree(float_dir, ignore_errors=True)
+
+
+def quantize_export(source: Path, target: Path, log: Any = print) -> Manifest:
+    """A float32 export ``source`` -> a new export ``target`` (must not exist) with the int8 image encoder."""
+    source, target = Path(source), Path(target)
+    manifest = Manifest.read(source)
+    if manifest.dtype != "float32" or manifest.quantize:
+        raise ValueError(f"{source} is a {manifest.dtype} export (quantize={manifest.quantize}); int8 needs float32")
+    target.mkdir(parents=True)
+    image_file = manifest.graphs["image_encoder"].file
+    for path in source.iterdir():
+        if path.name not in (image_file, image_file + ".data", MANIFEST_NAME):
+            shutil.copy2(path, target / path.name)
+    manifest.quantize = "int8"
+    manifest.accuracy["int8_vs_float32"] = _quantize(source / image_file, target, manifest, log)
+    manifest.write(target)
+    return manifest
+
+
+def _quantize(float_encoder: Path, directory: Path, manifest: Manifest, log: Any) -> dict[str, float]:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer suggests its pre-processing pass on the root logger
+    try:
         quantize_dynamic(
-            float_dir / entry.file,
-            float_path,
+            float_encoder,
+            directory / manifest.graphs["image_encoder"].file,
             op_types_to_quantize=["MatMul"],
             per_channel=True,
             weight_type=QuantType.QInt8,
             use_external_data_format=True,
         )
-        log("quantized image_encoder.onnx to int8 (MatMul weights per channel)")
-        errors = compare_int8(directory, float_dir / entry.file, manifest)
     finally:
-        shutil.rmtree(float_dir, ignore_errors=True)
+        root.setLevel(level)
+    log("quantized image_encoder.onnx to int8 (MatMul weights per output channel)")
+    errors = compare_int8(directory, float_encoder, manifest)
     log("int8 vs float32 (relative max error): " + ", ".join(f"{k} {v:.1e}" for k, v in errors.items()))
     return errors
 

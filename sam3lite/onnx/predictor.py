@@ -173,21 +173,46 @@ class OnnxPredictor:
         results = [self._predict_one(prompt, box_inputs, threshold, mask_threshold) for prompt in prompts]
         return results[0] if single else results
 
-    def _predict_one(
-        self, prompt: str, box_inputs: tuple[np.ndarray, np.ndarray], threshold: float, mask_threshold: float
-    ) -> PromptResult:
-        tokens, mask = self.text_features([prompt])
+    def predict_raw(
+        self,
+        text: str | Sequence[str] | None = None,
+        boxes: Sequence[Box] | None = None,
+        box_labels: Sequence[int] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The heads' outputs for P prompts on the current image, before post-processing (one pass).
+
+        Returns ``pred_logits`` [P, Q], ``pred_boxes`` [P, Q, 4] (normalized xyxy),
+        ``presence_logits`` [P, 1], ``pred_masks`` [P, Q, 4h, 4w] and ``semantic_seg`` [P, 1, 4h, 4w],
+        as the PyTorch model's forward gives them.
+        """
+        if self._features is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        prompts = prompt_list(text, boxes)
+        box_inputs = self._box_inputs(boxes, box_labels)
+        return self._heads(prompts, box_inputs)
+
+    def _heads(self, prompts: list[str], box_inputs: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        tokens, mask = self.text_features(prompts)
         levels = self._features
-        logits, pred_boxes, presence, mask_logits, _ = self._run(
+        count = len(prompts)
+        outputs = self._run(
             "heads",
             fpn_0=levels[0],
             fpn_1=levels[1],
             fpn_2=levels[2],
             text_tokens=tokens,
             text_mask=mask,
-            input_boxes=box_inputs[0],
-            input_boxes_labels=box_inputs[1],
+            input_boxes=np.repeat(box_inputs[0], count, axis=0),
+            input_boxes_labels=np.repeat(box_inputs[1], count, axis=0),
         )
+        return dict(zip((t.name for t in self.manifest.graphs["heads"].outputs), outputs, strict=True))
+
+    def _predict_one(
+        self, prompt: str, box_inputs: tuple[np.ndarray, np.ndarray], threshold: float, mask_threshold: float
+    ) -> PromptResult:
+        out = self._heads([prompt], box_inputs)
+        logits, pred_boxes = out["pred_logits"], out["pred_boxes"]
+        presence, mask_logits = out["presence_logits"], out["pred_masks"]
         masks, boxes, scores = instances(
             logits[0].astype(np.float32),
             pred_boxes[0].astype(np.float32),
