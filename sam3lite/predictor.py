@@ -19,7 +19,7 @@ from .modeling.detector import Sam3Detector, TextFeatures
 from .modeling.vision import VisionFeatures
 from .portable import results as portable_results
 from .portable.prompts import check_unit, prompt_list
-from .processing.images import ImageInput, load_image, preprocess_images
+from .processing.images import ImageInput, ImageSettings, load_image, preprocess_images
 from .processing.postprocess import binarize_masks
 from .processing.processor import Processor, prepare_boxes
 
@@ -127,6 +127,11 @@ class Predictor:
     def reset_image(self) -> None:
         self._vision = None
         self._image_size = None
+
+    @property
+    def image_settings(self) -> ImageSettings:
+        """Input size and normalisation of the images this predictor takes (the processor's)."""
+        return self.processor.image_settings
 
     @property
     def image_size(self) -> tuple[int, int]:

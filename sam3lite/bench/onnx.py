@@ -1,9 +1,11 @@
 """``sam3lite bench --backend onnx``: ONNX Runtime (float32, int8) against sam3lite's PyTorch path and
 transformers, on the same weights and inputs, in one process.
 
-Per implementation: the image encoder (one image), then 1 prompt and 8 prompts through the heads
-(text encoded each time: no cache), each the median of ``repeats`` runs after a warm-up. Rows
-"1 image x P prompts" add the image and the prompts measured in the same run. Accuracy rows: every
+Per implementation: the image encoder (one image), then 1 prompt and P prompts through the heads
+(text encoded each time: no cache), each the median of ``repeats`` rounds after a warm-up round;
+the rounds interleave the implementations. "1 image x P prompts" adds the image and the prompts.
+The transformers rows run the model per prompt on reused image features and skip post-processing;
+the Predictors resize the kept masks to the image (few are kept with random weights). Accuracy rows: every
 output of ONNX Runtime float32 against sam3lite's PyTorch float32 (the export's parity, with and
 without an exemplar box) and of int8 against float32 ONNX Runtime.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import gc
 import platform
+import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,7 @@ from ..export.quantize import quantize_export, relative_error
 from ..onnx import OnnxPredictor
 from ..predictor import Predictor
 from ..processing.tokenizer import Tokenizer
-from .image import PROMPTS, BenchSettings, PeakMemory, build_pair, median_time
+from .image import PROMPTS, BenchSettings, PeakMemory, build_pair
 
 OUTPUTS = ("pred_logits", "pred_boxes", "presence_logits", "pred_masks", "semantic_seg")
 IMAGE_SIZE = (480, 640)  # original size the masks are resized to
@@ -45,17 +49,13 @@ def run_onnx(settings: BenchSettings, export_dir: str | None = None, log: Any = 
             to_onnx(ours, float_dir, log=log)
         int8_dir = Path(tmp) / "int8"
         quantize_export(float_dir, int8_dir, log=log)
-        rows = []
         backends = {
             "transformers": _Reference(reference, prompts),
             "sam3lite PyTorch": _Torch(ours, prompts),
             "ONNX Runtime float32": _Onnx(float_dir, prompts),
             "ONNX Runtime int8": _Onnx(int8_dir, prompts),
         }
-        for name, backend in backends.items():
-            log(f"timing {name}")
-            rows.append(_time_backend(name, backend, pixels, settings.repeats))
-            gc.collect()
+        rows = _time_interleaved(backends, pixels, settings.repeats, log)
         rows.append(_parity(ours, backends["ONNX Runtime float32"], pixels))
         rows.append(_int8_error(backends["ONNX Runtime float32"], backends["ONNX Runtime int8"], pixels))
     return {
@@ -80,7 +80,8 @@ class _Reference:
     """transformers: image features reused by hand, one forward per prompt."""
 
     def __init__(self, model: torch.nn.Module, prompts: list[str]) -> None:
-        self.model, self.ids, self.mask = model, *Tokenizer(32)(prompts)
+        self.model, self.texts = model, prompts
+        self.ids, self.mask = Tokenizer(32)(prompts)
 
     def set_image(self, pixels: torch.Tensor) -> None:
         with torch.inference_mode():
@@ -118,19 +119,35 @@ class _Onnx:
         self.predictor.predict(text=self.texts[:count], threshold=0.5)
 
 
-def _time_backend(name: str, backend: Any, pixels: torch.Tensor, repeats: int) -> dict[str, Any]:
-    device = torch.device("cpu")
-    row: dict[str, Any] = {"name": name}
-    with PeakMemory(device) as peak:
-        row["image_s"] = median_time(lambda: backend.set_image(pixels), repeats, device)
-        row["prompt_1_s"] = median_time(lambda: backend.prompts(1), repeats, device)
-        count = len(getattr(backend, "texts", None) or backend.ids)
-        row["prompts"] = count
-        row["prompts_n_s"] = median_time(lambda: backend.prompts(count), repeats, device)
-    row["peak_mib"] = peak.mib
-    row["image_x1_s"] = row["image_s"] + row["prompt_1_s"]
-    row["image_xn_s"] = row["image_s"] + row["prompts_n_s"]
-    return row
+def _time_interleaved(backends: dict[str, Any], pixels: torch.Tensor, repeats: int, log: Any) -> list[dict[str, Any]]:
+    """Rounds over all implementations (a warm-up round, then ``repeats``), each round timing every one's
+    image encoder, 1 prompt and P prompts; medians per implementation. Interleaving spreads any load
+    from other processes on a shared machine over all implementations alike."""
+    stages = ("image_s", "prompt_1_s", "prompts_n_s")
+    times: dict[str, dict[str, list[float]]] = {name: {stage: [] for stage in stages} for name in backends}
+    peaks: dict[str, float | None] = {}
+    for round_index in range(repeats + 1):
+        for name, backend in backends.items():
+            log(f"round {round_index}/{repeats}: {name}")
+            calls = ((backend.set_image, pixels), (backend.prompts, 1), (backend.prompts, len(backend.texts)))
+            with PeakMemory(torch.device("cpu")) as peak:
+                for stage, (call, argument) in zip(stages, calls, strict=True):
+                    start = time.perf_counter()
+                    call(argument)
+                    if round_index:  # round 0 warms up
+                        times[name][stage].append(time.perf_counter() - start)
+            if round_index:
+                peaks[name] = max(peaks.get(name) or 0.0, peak.mib or 0.0)
+            gc.collect()
+    rows = []
+    for name, backend in backends.items():
+        row: dict[str, Any] = {"name": name, "prompts": len(backend.texts)}
+        row.update({stage: statistics.median(values) for stage, values in times[name].items()})
+        row["peak_mib"] = peaks.get(name)
+        row["image_x1_s"] = row["image_s"] + row["prompt_1_s"]
+        row["image_xn_s"] = row["image_s"] + row["prompts_n_s"]
+        rows.append(row)
+    return rows
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ examples:
   sam3lite segment photos/ "more/**/*.jpg" --prompt "red car" --prompt person --out labels/
   sam3lite segment annotations/instances_val2017.json --image-root val2017/ --out coco/
   torchrun --nproc-per-node 4 -m sam3lite segment photos/ --prompt dog --out labels/
+  sam3lite segment photos/ --prompt dog --backend onnx --model s0-onnx/ --out labels/
 """
 
 
@@ -65,6 +66,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     what.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability cut-off (0.5)")
     how = parser.add_argument_group("model and speed")
     how.add_argument("--model", default="s0", help="s0, s1, l, sam3, a hub id or a local checkpoint (s0)")
+    how.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnx"),
+        help="onnx: run an ONNX export (--model DIR from `sam3lite export onnx`) in ONNX Runtime",
+    )
     how.add_argument("--device", default="auto", choices=DEVICES, help="auto: cuda:LOCAL_RANK, else mps, else cpu")
     how.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 where the hardware is fast at it")
     how.add_argument(
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         prompts_file=args.prompts_file,
         boxes=list(args.box),
         model=args.model,
+        backend=args.backend,
         threshold=args.threshold,
         mask_threshold=args.mask_threshold,
         device=args.device,

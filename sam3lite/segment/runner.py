@@ -27,6 +27,7 @@ import torch
 from tqdm import tqdm
 
 from ..modeling.vision import VisionFeatures
+from ..onnx import OnnxPredictor
 from ..predictor import Predictor
 from . import distributed
 from .coco import merge
@@ -59,6 +60,7 @@ class SegmentOptions:
     prompts_file: str | None = None
     boxes: list[str] = field(default_factory=list)
     model: str = "s0"
+    backend: str = "torch"  # "onnx": ``model`` is an ONNX export directory, run in ONNX Runtime
     threshold: float = 0.5
     mask_threshold: float = 0.5
     device: str = "auto"
@@ -81,7 +83,7 @@ class _Run:
     ranks: Ranks
     inputs: Inputs
     prompts: Prompts
-    predictor: Predictor
+    predictor: Predictor | OnnxPredictor
     errors: ErrorLog
 
 
@@ -141,8 +143,12 @@ def _check_inputs_stay_untouched(options: SegmentOptions, items: list[ImageItem]
             raise ValueError(f"output {path} would overwrite an input image; choose another --out folder")
 
 
-def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor, dict[str, Any]]:
+def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor | OnnxPredictor, dict[str, Any]]:
     """Model on this rank's device, folded for inference; text features computed once, here."""
+    if options.backend == "onnx":
+        from .onnx_backend import load_onnx
+
+        return load_onnx(options, prompts.texts)
     from ..checkpoints import load
     from ..runtime import select_device, select_dtype
 
@@ -203,10 +209,10 @@ def _process(work: _Run, mask: list[bool]) -> RankStats:
     finished = [i for i, done in enumerate(mask) if done]
     mine = [work.inputs.items[i] for i in shard(pending, ranks.rank, ranks.world_size)]
     stats = RankStats(ranks.rank, skipped=len(shard(finished, ranks.rank, ranks.world_size)))
-    device = work.predictor.model.device
+    device = _device(work.predictor)
     batch_size = options.batch_size or (8 if device.type == "cuda" else 1)
     workers = default_workers() if options.workers is None else options.workers
-    dataset = ImageDataset(mine, work.predictor.processor.image_settings, keep_rgb=options.overlay)
+    dataset = ImageDataset(mine, work.predictor.image_settings, keep_rgb=options.overlay)
     loader = make_loader(dataset, batch_size, workers, pin_memory=device.type == "cuda")
     counter = ProgressCounter(ranks)
     bar = tqdm(
@@ -248,25 +254,32 @@ def _process_batch(work: _Run, batch: Batch, items: list[ImageItem], stats: Rank
             _fail(work, item, f"{type(err).__name__}: {err}", stats, bar)
 
 
-def _encode_batch(predictor: Predictor, pixel_values: torch.Tensor) -> list[VisionFeatures | str]:
+def _encode_batch(predictor: Predictor | OnnxPredictor, pixel_values: torch.Tensor) -> list[Any]:
     """Features of each image of the batch from one image-encoder pass; if the batch fails (out of
     memory, say), each image is tried alone, and the ones that still fail get the error message."""
     try:
-        vision = _encode(predictor, pixel_values)
-        return [_take(vision, j) for j in range(pixel_values.shape[0])]
+        return _encode(predictor, pixel_values)
     except Exception as err:
         if pixel_values.shape[0] == 1:
             return [f"{type(err).__name__}: {err}"]
-    if predictor.model.device.type == "cuda":
+    if _device(predictor).type == "cuda":
         torch.cuda.empty_cache()
     return [item for j in range(pixel_values.shape[0]) for item in _encode_batch(predictor, pixel_values[j : j + 1])]
 
 
 @torch.inference_mode()
-def _encode(predictor: Predictor, pixel_values: torch.Tensor) -> VisionFeatures:
-    """One image-encoder pass over the whole batch."""
+def _encode(predictor: Predictor | OnnxPredictor, pixel_values: torch.Tensor) -> list[Any]:
+    """One image-encoder pass over the whole batch -> each image's features, for ``set_features``."""
+    if not isinstance(predictor, Predictor):
+        return predictor.encode_images(pixel_values.numpy())
     model = predictor.model
-    return model.get_vision_features(pixel_values.to(model.device, non_blocking=True))
+    vision = model.get_vision_features(pixel_values.to(model.device, non_blocking=True))
+    return [_take(vision, j) for j in range(pixel_values.shape[0])]
+
+
+def _device(predictor: Predictor | OnnxPredictor) -> torch.device:
+    """Where the model runs (ONNX Runtime's inputs come from CPU memory)."""
+    return predictor.model.device if isinstance(predictor, Predictor) else torch.device("cpu")
 
 
 def _take(vision: VisionFeatures, i: int) -> VisionFeatures:
@@ -278,7 +291,7 @@ def _take(vision: VisionFeatures, i: int) -> VisionFeatures:
     )
 
 
-def _segment_one(work: _Run, item: ImageItem, sample: Sample, vision: VisionFeatures) -> int:
+def _segment_one(work: _Run, item: ImageItem, sample: Sample, vision: Any) -> int:
     """All prompts on one image, outputs written; returns the number of detections."""
     options, prompts, predictor = work.options, work.prompts, work.predictor
     predictor.set_features(vision, sample.size)
