@@ -2,8 +2,8 @@
 transformers, on the same weights and inputs, in one process.
 
 Per implementation: the image encoder (one image), then 1 prompt and P prompts through the heads
-(text encoded each time: no cache), each the median of ``repeats`` rounds after a warm-up round;
-the rounds interleave the implementations. "1 image x P prompts" adds the image and the prompts.
+(text encoded each time: no cache), each the median of ``repeats`` rounds after a warm-up round.
+"1 image x P prompts" adds the image and the prompts.
 The transformers rows run the model per prompt on reused image features and skip post-processing;
 the Predictors resize the kept masks to the image (few are kept with random weights). Accuracy rows: every
 output of ONNX Runtime float32 against sam3lite's PyTorch float32 (the export's parity, with and
@@ -36,28 +36,39 @@ BOX = [[100.0, 80.0, 400.0, 360.0]]
 
 
 def run_onnx(settings: BenchSettings, export_dir: str | None = None, log: Any = print) -> dict[str, Any]:
-    """All ONNX measurements; returns a JSON-able report (``rows`` as in ``bench.run``)."""
+    """All ONNX measurements; returns a JSON-able report (``rows`` as in ``bench.run``).
+
+    Implementations are timed one after the other, each loaded only while it is measured: four
+    full-size models at once (plus ONNX Runtime's arenas) need more memory than a 24 GB machine shared
+    with other work has.
+    """
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    reference, ours, _ = build_pair(settings)
-    size = ours.config.image_size
-    pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     prompts = PROMPTS[: settings.prompts]
     with tempfile.TemporaryDirectory(prefix="sam3lite-bench-onnx-") as tmp:
+        reference, ours, _ = build_pair(settings)
         float_dir = Path(export_dir) if export_dir else Path(tmp) / "float32"
         if not (float_dir / "sam3lite_onnx.json").is_file():
             to_onnx(ours, float_dir, log=log)
+        size = ours.config.image_size
+        pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+        rows = [_time_backend("transformers", _Reference(reference, prompts), pixels, settings.repeats, log)]
+        del reference
+        gc.collect()
+        rows.append(_time_backend("sam3lite PyTorch", _Torch(ours, prompts), pixels, settings.repeats, log))
+        float_backend = _Onnx(float_dir, prompts)
+        rows.append(_time_backend("ONNX Runtime float32", float_backend, pixels, settings.repeats, log))
+        rows.append(_parity(ours, float_backend, pixels))
+        float_outputs = _onnx_outputs(float_backend, pixels, None)
+        del ours, float_backend
+        gc.collect()
         int8_dir = Path(tmp) / "int8"
         quantize_export(float_dir, int8_dir, log=log)
-        backends = {
-            "transformers": _Reference(reference, prompts),
-            "sam3lite PyTorch": _Torch(ours, prompts),
-            "ONNX Runtime float32": _Onnx(float_dir, prompts),
-            "ONNX Runtime int8": _Onnx(int8_dir, prompts),
-        }
-        rows = _time_interleaved(backends, pixels, settings.repeats, log)
-        rows.append(_parity(ours, backends["ONNX Runtime float32"], pixels))
-        rows.append(_int8_error(backends["ONNX Runtime float32"], backends["ONNX Runtime int8"], pixels))
+        int8_backend = _Onnx(int8_dir, prompts)
+        rows.append(_time_backend("ONNX Runtime int8", int8_backend, pixels, settings.repeats, log))
+        int8_outputs = _onnx_outputs(int8_backend, pixels, None)
+        errors = {k: relative_error(int8_outputs[k], float_outputs[k]) for k in OUTPUTS}
+        rows.append({"name": "rel. error, ONNX Runtime int8 vs float32", **errors})
     return {
         "settings": {**settings.__dict__, "backend": "onnx"},
         "machine": {
@@ -119,35 +130,25 @@ class _Onnx:
         self.predictor.predict(text=self.texts[:count], threshold=0.5)
 
 
-def _time_interleaved(backends: dict[str, Any], pixels: torch.Tensor, repeats: int, log: Any) -> list[dict[str, Any]]:
-    """Rounds over all implementations (a warm-up round, then ``repeats``), each round timing every one's
-    image encoder, 1 prompt and P prompts; medians per implementation. Interleaving spreads any load
-    from other processes on a shared machine over all implementations alike."""
+def _time_backend(name: str, backend: Any, pixels: torch.Tensor, repeats: int, log: Any) -> dict[str, Any]:
+    """Medians over ``repeats`` rounds (after a warm-up round) of the image encoder, 1 prompt and P prompts."""
     stages = ("image_s", "prompt_1_s", "prompts_n_s")
-    times: dict[str, dict[str, list[float]]] = {name: {stage: [] for stage in stages} for name in backends}
-    peaks: dict[str, float | None] = {}
-    for round_index in range(repeats + 1):
-        for name, backend in backends.items():
-            log(f"round {round_index}/{repeats}: {name}")
-            calls = ((backend.set_image, pixels), (backend.prompts, 1), (backend.prompts, len(backend.texts)))
-            with PeakMemory(torch.device("cpu")) as peak:
-                for stage, (call, argument) in zip(stages, calls, strict=True):
-                    start = time.perf_counter()
-                    call(argument)
-                    if round_index:  # round 0 warms up
-                        times[name][stage].append(time.perf_counter() - start)
-            if round_index:
-                peaks[name] = max(peaks.get(name) or 0.0, peak.mib or 0.0)
-            gc.collect()
-    rows = []
-    for name, backend in backends.items():
-        row: dict[str, Any] = {"name": name, "prompts": len(backend.texts)}
-        row.update({stage: statistics.median(values) for stage, values in times[name].items()})
-        row["peak_mib"] = peaks.get(name)
-        row["image_x1_s"] = row["image_s"] + row["prompt_1_s"]
-        row["image_xn_s"] = row["image_s"] + row["prompts_n_s"]
-        rows.append(row)
-    return rows
+    times: dict[str, list[float]] = {stage: [] for stage in stages}
+    calls = ((backend.set_image, pixels), (backend.prompts, 1), (backend.prompts, len(backend.texts)))
+    log(f"timing {name}")
+    with PeakMemory(torch.device("cpu")) as peak:
+        for round_index in range(repeats + 1):
+            for stage, (call, argument) in zip(stages, calls, strict=True):
+                start = time.perf_counter()
+                call(argument)
+                if round_index:  # round 0 warms up
+                    times[stage].append(time.perf_counter() - start)
+    row: dict[str, Any] = {"name": name, "prompts": len(backend.texts)}
+    row.update({stage: statistics.median(values) for stage, values in times.items()})
+    row["peak_mib"] = peak.mib
+    row["image_x1_s"] = row["image_s"] + row["prompt_1_s"]
+    row["image_xn_s"] = row["image_s"] + row["prompts_n_s"]
+    return row
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,15 +182,6 @@ def _parity(model: torch.nn.Module, backend: _Onnx, pixels: torch.Tensor) -> dic
         got = _onnx_outputs(backend, pixels, boxes)
         row.update({f"{k}{label}": relative_error(got[k], getattr(expected, k).numpy()) for k in OUTPUTS})
     return row
-
-
-def _int8_error(float_backend: _Onnx, int8_backend: _Onnx, pixels: torch.Tensor) -> dict[str, Any]:
-    reference = _onnx_outputs(float_backend, pixels, None)
-    got = _onnx_outputs(int8_backend, pixels, None)
-    return {
-        "name": "rel. error, ONNX Runtime int8 vs float32",
-        **{k: relative_error(got[k], reference[k]) for k in OUTPUTS},
-    }
 
 
 def _ort_version() -> str:
