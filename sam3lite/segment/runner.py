@@ -270,7 +270,7 @@ def _encode_batch(predictor: Predictor | OnnxPredictor, pixel_values: torch.Tens
 @torch.inference_mode()
 def _encode(predictor: Predictor | OnnxPredictor, pixel_values: torch.Tensor) -> list[Any]:
     """One image-encoder pass over the whole batch -> each image's features, for ``set_features``."""
-    if not isinstance(predictor, Predictor):
+    if isinstance(predictor, OnnxPredictor):
         return predictor.encode_images(pixel_values.numpy())
     model = predictor.model
     vision = model.get_vision_features(pixel_values.to(model.device, non_blocking=True))
@@ -279,7 +279,7 @@ def _encode(predictor: Predictor | OnnxPredictor, pixel_values: torch.Tensor) ->
 
 def _device(predictor: Predictor | OnnxPredictor) -> torch.device:
     """Where the model runs (ONNX Runtime's inputs come from CPU memory)."""
-    return predictor.model.device if isinstance(predictor, Predictor) else torch.device("cpu")
+    return torch.device("cpu") if isinstance(predictor, OnnxPredictor) else predictor.model.device
 
 
 def _take(vision: VisionFeatures, i: int) -> VisionFeatures:
