@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "Sam3LiteTextOutput": "sam3lite.modeling.detector",
     "TextFeatures": "sam3lite.modeling.detector",
     "Sam3LiteTextTextModel": "sam3lite.modeling.text",
+    "ObjectResult": "sam3lite.objects",
     "Predictor": "sam3lite.predictor",
     "PromptResult": "sam3lite.predictor",
     "ImageSettings": "sam3lite.processing.images",

@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from .modeling.detector import Sam3Detector, TextFeatures
+from .modeling.detector import NO_TRACKER_MESSAGE, Sam3Detector, TextFeatures
+from .modeling.tracker.model import TrackerImageFeatures
 from .modeling.vision import VisionFeatures
+from .objects import ObjectPrompt, ObjectResult, object_prompts, upscale_masks
 from .portable import results as portable_results
 from .portable.prompts import check_unit, prompt_list
 from .processing.images import ImageInput, ImageSettings, load_image, preprocess_images
@@ -69,8 +71,8 @@ class Predictor:
     """Caches one image's features and answers text and/or box prompts against them.
 
     Args:
-        model: a loaded ``Sam3LiteTextModel`` (its device and dtype are used).
-        processor: image/text/box preprocessing; default ``Processor`` sized to the model.
+        model: a loaded ``Sam3LiteTextModel`` (its device, dtype and text mode are used).
+        processor: image/text/box preprocessing; default ``Processor`` sized to the model, in its text mode.
         text_cache_size: number of prompts whose text features are kept (0 disables the cache).
         prompt_batch_size: prompts run through the heads together. Default: 16 on a GPU, where
             batching fills the device; 1 on the CPU, where the heads are compute-bound and a batch
@@ -90,11 +92,20 @@ class Predictor:
         if prompt_batch_size < 1:
             raise ValueError(f"prompt_batch_size must be >= 1, got {prompt_batch_size}")
         self.model = model.eval()
-        self.processor = processor or Processor(image_size=model.config.image_size)
+        config = model.config
+        self.processor = processor or Processor(
+            image_size=config.image_size, context_length=config.text_context_length, text_mode=config.text_mode
+        )
+        if self.processor.text_mode != config.text_mode:
+            raise ValueError(
+                f"processor text_mode={self.processor.text_mode!r} does not match the model's {config.text_mode!r}; "
+                "build the Processor with the model's text_mode (or leave processor=None)"
+            )
         self.prompt_batch_size = prompt_batch_size
         self._text_cache = _LRU(text_cache_size)
         self._vision: VisionFeatures | None = None
         self._image_size: tuple[int, int] | None = None
+        self._tracker_features: TrackerImageFeatures | None = None
 
     # ------------------------------------------------------------------------------------------
     # Image
@@ -116,17 +127,18 @@ class Predictor:
         if pixel_values.ndim != 4 or pixel_values.shape[0] != 1:
             raise ValueError(f"pixel_values must be [1, 3, S, S], got {tuple(pixel_values.shape)}")
         pixels = pixel_values.to(device=self.model.device, dtype=self.model.dtype)
-        self._vision = self.model.get_vision_features(pixels)
-        self._image_size = original_size
+        self.set_features(self.model.get_vision_features(pixels), original_size)
 
     def set_features(self, vision: VisionFeatures, original_size: tuple[int, int]) -> None:
         """Use image features computed elsewhere (e.g. a batched image encoder pass)."""
         self._vision = vision
         self._image_size = original_size
+        self._tracker_features = None  # the tracker neck runs on the first object prompt
 
     def reset_image(self) -> None:
         self._vision = None
         self._image_size = None
+        self._tracker_features = None
 
     @property
     def image_settings(self) -> ImageSettings:
@@ -203,6 +215,91 @@ class Predictor:
                 scores=item.scores.float(),
             )
             for prompt, item in zip(prompts, found, strict=True)
+        ]
+
+    @torch.inference_mode()
+    def predict_object(
+        self,
+        points: Any = None,
+        point_labels: Any = None,
+        box: Any = None,
+        mask_input: Any = None,
+        multimask_output: bool = True,
+    ) -> ObjectResult | list[ObjectResult]:
+        """Segment *this* object: clicks, an object box and/or a rough mask, through SAM3's tracker head.
+
+        The image encoding of ``set_image`` is reused (the tracker reads the same ViT output through its
+        own neck), so text prompts and any number of clicks on one image cost one image encoding.
+
+        Args:
+            points: [N, 2] pixel (x, y) clicks on the original image; [B, N, 2] (or a list of B [N_i, 2])
+                for B objects at once.
+            point_labels: [N] (or [B, N]): 1 on the object, 0 background.
+            box: [4] pixel (x0, y0, x1, y1) around the object ([B, 4] for B objects). Not to be confused
+                with ``predict(boxes=...)``, whose exemplar boxes mean "find everything like this".
+            mask_input: [h, w] low-res mask logits from an earlier result (``low_res_logits[k]``) to
+                refine ([B, h, w] for B objects).
+            multimask_output: 3 candidate masks (best for a single ambiguous click), else 1.
+
+        Returns:
+            An ``ObjectResult``, or a list of B for batched input.
+        """
+        if self._vision is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        if not self.model.has_tracker:
+            raise ValueError(NO_TRACKER_MESSAGE)
+        tracker = self.model.tracker_model
+        prompts, batched = object_prompts(
+            points, point_labels, box, mask_input, self.image_size, tracker.config.image_size,
+            tracker.config.mask_input_size,
+        )  # fmt: skip
+        self.tracker_features()
+        results: list[ObjectResult | None] = [None] * len(prompts)
+        groups: dict[tuple[int, bool, bool], list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(prompt.signature, []).append(i)
+        for indices in groups.values():  # one tracker pass per group of alike prompts
+            answers = self._predict_objects([prompts[i] for i in indices], multimask_output)
+            for i, result in zip(indices, answers, strict=True):
+                results[i] = result
+        return results if batched else results[0]  # type: ignore[return-value]
+
+    @torch.inference_mode()
+    def tracker_features(self) -> TrackerImageFeatures:
+        """The current image's tracker features (the tracker neck on the ViT output of ``set_image``),
+        computed on the first object prompt and kept with the image."""
+        if self._vision is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        if self._tracker_features is None:
+            self._tracker_features = self.model.get_tracker_features(self._vision)
+        return self._tracker_features
+
+    def _predict_objects(self, prompts: list[ObjectPrompt], multimask_output: bool) -> list[ObjectResult]:
+        device, dtype = self.model.device, self.model.dtype
+        first = prompts[0]
+
+        def stack(name: str, kind: torch.dtype | None = None) -> torch.Tensor | None:
+            if getattr(first, name) is None:
+                return None
+            return torch.stack([getattr(p, name) for p in prompts]).to(device=device, dtype=kind or dtype)
+
+        out = self.model.tracker_model.predict_masks(
+            self._tracker_features,
+            points=stack("points"),
+            labels=stack("labels", torch.long),
+            boxes=stack("box"),
+            mask_input=stack("mask_input"),
+            multimask_output=multimask_output,
+        )
+        masks = upscale_masks(out.low_res_masks, self.image_size)
+        return [
+            ObjectResult(
+                masks=masks[b],
+                iou_scores=out.iou_scores[b].float(),
+                object_score_logit=float(out.object_score_logits[b, 0]),
+                low_res_logits=out.low_res_masks[b].float(),
+            )
+            for b in range(len(prompts))
         ]
 
     def text_features(self, prompts: Sequence[str]) -> TextFeatures:

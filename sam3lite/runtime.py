@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import functools
 import os
+import statistics
+import time
 
 import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# How prompts are tokenized and encoded (docs/text_modes.md): "transformers" as transformers' port
+# (pad with EOS to 32, padding masked inside the text encoder, position table resized to 32);
+# "original" as the EfficientSAM3 code the LiteText weights were trained with (pad with 0 to the
+# position table's length, no padding mask inside the encoder, detector padding = ids == 0).
+TEXT_MODES = ("transformers", "original")
 _CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
@@ -132,3 +139,74 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
     if dtype not in names:
         raise ValueError(f"dtype={dtype!r} is not supported; expected one of {sorted(names)}")
     return names[dtype]
+
+
+def check_text_mode(text_mode: str, argument: str = "text_mode") -> str:
+    """``text_mode`` if it is one of ``TEXT_MODES``; else ValueError naming ``argument``."""
+    if text_mode not in TEXT_MODES:
+        raise ValueError(f"{argument} must be one of {', '.join(TEXT_MODES)}; got {text_mode!r}")
+    return text_mode
+
+
+# ----------------------------------------------------------------------------------------------
+# CPU threads
+# ----------------------------------------------------------------------------------------------
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on: its affinity mask where the OS has one (containers and
+    ``taskset`` narrow it), else every core of the machine."""
+    getter = getattr(os, "sched_getaffinity", None)
+    if getter is not None:
+        try:
+            return max(1, len(getter(0)))
+        except OSError:
+            pass
+    return max(1, os.cpu_count() or 1)
+
+
+def busy_cores(samples: int = 9, interval: float = 0.01) -> float:
+    """Cores that other processes keep busy right now: the machine's runnable tasks (``/proc/loadavg``)
+    less this process's, median of a few samples. 0 where the OS does not say (macOS, Windows)."""
+    counts = []
+    for k in range(samples):
+        try:
+            with open("/proc/loadavg", encoding="ascii") as fh:
+                running = int(fh.read().split()[3].split("/")[0])
+            own = sum(_task_running(task) for task in os.scandir("/proc/self/task"))
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        counts.append(max(0, running - own))
+        if k + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(counts))
+
+
+def _task_running(task: os.DirEntry) -> bool:
+    with open(os.path.join(task.path, "stat"), encoding="ascii", errors="replace") as fh:
+        return fh.read().rsplit(")", 1)[-1].split()[0] == "R"  # the state follows the (name)
+
+
+def cpu_budget(
+    workers: int | None, device: torch.device, ranks_here: int = 1, busy: float = 0.0, ceiling: int | None = None
+) -> tuple[int, int]:
+    """(torch intra-op threads, data-loading worker processes) for one of ``ranks_here`` ranks on this
+    machine, together never more than its share of the free cores.
+
+    More threads than free cores add no speed: they take turns, and torch's threads wait for the
+    slowest of them at every operation, so one that lost its core stalls all (on a busy 2-core
+    machine, 2 threads plus a decoding worker ran a small job 3-5x slower than 1 thread). ``busy``
+    (``busy_cores()``) is what other processes use; the rank's share of the cores shrinks by the
+    same fraction. ``workers`` None picks: on the CPU, where the model needs the cores, one worker
+    per 4 cores (at most 4); on a GPU, every core but one for decoding (at most 4). Threads take
+    what remains, but no more than ``ceiling`` (default: what torch uses now, which
+    ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` may have lowered).
+    """
+    share = available_cores() / max(1, ranks_here)
+    in_use = min(1.0, busy / max(1, os.cpu_count() or 1))
+    free = max(1, round(share * (1.0 - in_use)))
+    if workers is None:
+        workers = min(4, free // 4) if device.type == "cpu" else min(4, free - 1)
+    ceiling = torch.get_num_threads() if ceiling is None else ceiling
+    threads = max(1, min(ceiling, free - workers))
+    return threads, workers

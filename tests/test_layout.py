@@ -5,7 +5,8 @@ modules together. Layers, lowest first (README.md, Layout):
 
     portable (torch-free: numpy, Pillow, tokenizers, pycocotools; imports nothing of ours)
     runtime  <  modeling  <  checkpoints          processing (beside modeling, on runtime and portable)
-    predictor (modeling, processing, portable, runtime)  <  feature packages  <  the ``sam3lite`` package
+    objects (object-prompt results, on processing)
+    predictor (modeling, processing, portable, runtime, objects)  <  feature packages  <  the ``sam3lite`` package
 
 ``onnx`` is the exception among the feature packages: the ONNX runtime must run without torch, so it
 imports ``portable`` alone (``TORCH_FREE``), and nothing reachable from it imports torch.
@@ -30,12 +31,13 @@ ALLOWED: dict[str, set[str]] = {
     "modeling": {"runtime"},
     "processing": {"runtime", "portable"},
     "checkpoints": {"modeling", "runtime"},
-    "predictor": {"modeling", "processing", "portable", "runtime"},
-    "video_predictor": {"modeling", "processing", "portable", "runtime", "predictor"},
+    "objects": {"processing"},
+    "predictor": {"modeling", "processing", "portable", "runtime", "objects"},
+    "video_predictor": {"modeling", "processing", "portable", "runtime", "predictor", "objects"},
 }
 # Layers that must work without torch, and the only layers they may import.
 TORCH_FREE = {"portable": set(), "onnx": {"portable"}}
-FEATURES = {"bench", "cli", "segment", "evaluation", "distill", "anatomy", "serve", "export", "onnx", "video"}
+FEATURES = {"bench", "cli", "segment", "evaluation", "distill", "anatomy", "serve", "export", "onnx", "track"}
 
 
 def module_name(path: Path) -> str:

@@ -112,6 +112,16 @@ def test_result_conversions(predictor):
     assert isinstance(result.to_dict("torch")["scores"], torch.Tensor)
 
 
+def test_result_repr_shows_shapes_and_counts(predictor):
+    result = predictor.predict(text="ear", threshold=0.0)  # every query kept
+    text = repr(result)
+    height, width = result.image_size
+    assert text.startswith("PromptResult(prompt='ear', instances=") and f"instances={len(result)}," in text
+    assert f"masks=bool[{len(result)}, {height}, {width}]" in text and f"boxes=float32[{len(result)}, 4]" in text
+    assert "tensor(" not in text and "True" not in text and len(text) < 300
+    assert f"{float(result.scores[0]):.2f}" in text and text.endswith(", ...])")
+
+
 def test_set_image_from_path(setup, tmp_path):
     from PIL import Image
 

@@ -9,10 +9,12 @@ it 1:1. Two sources are supported:
 - Plain SAM3 (facebookresearch/sam3 ``sam3.pt``): the same detector with an open_clip-style CLIP text
   tower (``VETextEncoder``: ``encoder`` = ``TextTransformer``, ``resizer`` = the Linear to the detector width).
 
-Original files hold the detector under ``detector.`` and the video tracker under ``tracker.``. Each part
+Original files hold the detector under ``detector.`` and the video tracker under ``tracker.``
+(``split_original_extras`` separates the tracker, its neck and SAM 3.1's extra parts first; the tracker
+and its neck are converted by ``convert_tracker``). Each part
 is renamed by an explicit table of whole-key regex rules; fused q/k/v projections are split. Every input
-key is accounted for: converted, dropped by the ``_UNUSED`` list (each entry says why), or reported in a
-``ValueError`` — nothing vanishes silently.
+key is accounted for: converted, split off as a named part, dropped by the ``_UNUSED`` list (each entry
+says why), or reported in a ``ValueError`` — nothing vanishes silently.
 """
 
 from __future__ import annotations
@@ -24,7 +26,29 @@ from typing import Any
 
 from torch import Tensor
 
-__all__ = ["convert_original_state_dict", "infer_config_dict", "is_original_checkpoint", "unwrap_checkpoint"]
+__all__ = [
+    "convert_original_state_dict",
+    "fit_text_positions",
+    "infer_config_dict",
+    "is_original_checkpoint",
+    "split_original_extras",
+    "unwrap_checkpoint",
+]
+
+# Parts of original files that are not the detector, matched on the full original key: (pattern, part, why).
+# The tracker and its neck are converted by ``convert_tracker``; the others are reported as unused.
+TRACKER_PART, TRACKER_NECK_PART = "tracker", "tracker neck"
+_EXTRA_PARTS: tuple[tuple[str, str, str], ...] = (
+    (r"tracker\.model\..+", "sam3.1 tracker", "SAM 3.1's multiplex tracker (not supported)"),
+    (
+        r"(detector\.)?backbone\.vision_backbone\.(interactive|propagation)_convs\..+",
+        "sam3.1 necks",
+        "SAM 3.1's interactive/propagation FPN necks (they feed only its multiplex tracker)",
+    ),
+    (r"tracker\..+", TRACKER_PART, "the SAM3 tracker (prompt encoder, SAM mask decoder, memory)"),
+    (r"(detector\.)?backbone\.vision_backbone\.sam2_convs\..+", TRACKER_NECK_PART, "the tracker's FPN neck"),
+    (r"(detector\.)?inst_interactive_predictor\..+", "interactive predictor", "a copy of the tracker"),
+)
 
 # Prefixes that wrap the detector in original files (``detector.`` in sam3.pt and EfficientSAM3 files;
 # ``sam3_model.`` is stripped by transformers' SAM3 converter as well).
@@ -44,10 +68,6 @@ _TELLTALE_PREFIXES = (
 
 # Original keys the HF detector has no place for, with the reason dropping them loses nothing.
 _UNUSED: tuple[tuple[str, str], ...] = (
-    (r"tracker\..+", "the SAM2-style video tracker (memory encoder/attention, SAM mask decoder)"),
-    (r"inst_interactive_predictor\..+", "the SAM1-task interactive predictor (a copy of the tracker)"),
-    (r"backbone\.vision_backbone\.sam2_convs\..+", "the second FPN of SAM3's dual neck; it feeds only the tracker"),
-    (r"backbone\.vision_backbone\.(interactive|propagation)_convs\..+", "SAM 3.1 extra necks for the tracker"),
     (r"backbone\.vision_backbone\.trunk\.blocks\.\d+\.attn\.freqs_cis", "a precomputed RoPE buffer; recomputed"),
     (r"geometry_encoder\.points_(direct|pool|pos_enc)_project\..+", "point-prompt projections; boxes only here"),
     (r"transformer\.decoder\.instance_.+", "SAM2-task instance queries/heads, unused by the detector"),
@@ -96,7 +116,7 @@ _VIT_RULES: list[Rule] = [  # backbone.vision_backbone.trunk. -> vision_encoder.
     (rf"blocks\.{_I}\.mlp\.fc(?P<n>[12])\.{_W}", r"layers.\g<i>.mlp.fc\g<n>.\g<p>"),
 ]
 
-_NECK_RULES: list[Rule] = [  # backbone.vision_backbone.convs. -> vision_encoder.neck.fpn_layers.
+NECK_RULES: list[Rule] = [  # backbone.vision_backbone.convs. -> vision_encoder.neck.fpn_layers.
     # x4 level: ConvT, GELU, ConvT (HF keeps the Sequential indices, so the GELU holds index 1).
     (rf"{_I}\.dconv_2x2_0\.{_W}", r"\g<i>.scale_layers.0.\g<p>"),
     (rf"{_I}\.dconv_2x2_1\.{_W}", r"\g<i>.scale_layers.2.\g<p>"),
@@ -169,7 +189,7 @@ _SCORING_RULES: list[Rule] = [  # dot_prod_scoring. -> dot_product_scoring.
 # (original prefix, HF prefix, rules) of the parts SAM3 and EfficientSAM3 share.
 _DETECTOR_PARTS: tuple[tuple[str, str, list[Rule]], ...] = (
     ("backbone.vision_backbone.trunk.", "vision_encoder.backbone.", _VIT_RULES),
-    ("backbone.vision_backbone.convs.", "vision_encoder.neck.fpn_layers.", _NECK_RULES),
+    ("backbone.vision_backbone.convs.", "vision_encoder.neck.fpn_layers.", NECK_RULES),
     ("geometry_encoder.", "geometry_encoder.", _GEOMETRY_RULES),
     ("transformer.encoder.layers.", "detr_encoder.layers.", _DETR_ENCODER_RULES),
     ("transformer.decoder.", "detr_decoder.", _DETR_DECODER_RULES),
@@ -186,7 +206,7 @@ MOBILECLIP_RULES: list[Rule] = [  # backbone.language_backbone.encoder. -> text_
     (r"embedding_layer\.weight", "embeddings.token_embedding.weight"),
     (r"positional_embedding\.pos_embed\.pos_embed", "embeddings.position_embedding.position_embedding"),
     (rf"final_layer_norm\.{_W}", r"final_layer_norm.\g<p>"),
-    (r"projection_layer", "projection.weight"),  # stored [in, out] for ``x @ P``; transposed below
+    (r"projection_layer", "projection.weight"),  # stored [in, out] for ``x @ P``; see _convert_mobileclip_text
     # TransformerEncoder layers
     (rf"{_T}pre_norm_mha\.0\.{_W}", rf"{_L}layer_norm1.\g<p>"),
     (rf"{_T}pre_norm_mha\.1\.qkv_proj\.{_W}", rf"{_L}self_attn.{{qkv}}_proj.\g<p>"),
@@ -260,9 +280,14 @@ def convert_original_state_dict(
 ) -> dict[str, Tensor]:
     """Rename an original SAM3 / EfficientSAM3 state dict to the HF layout.
 
-    Fused q/k/v projections are split, the cls slot of the ViT position table is dropped and the
-    ``x @ P`` text projections are transposed to Linear weights. Tensors keep their dtype; split and
+    Fused q/k/v projections are split, the cls slot of the ViT position table is dropped and CLIP's
+    ``x @ P`` text projection is transposed to a Linear weight (MobileCLIP's is kept as stored where it
+    fits, as transformers' converter does). Tensors keep their dtype; split and
     sliced tensors are copies (so the result can be saved with safetensors).
+
+    Only the detector is converted: the parts ``split_original_extras`` separates (tracker, its neck,
+    SAM 3.1's extras) are left out here; ``convert_tracker`` converts the tracker and its neck, and
+    ``sam3lite.checkpoints.read_contents`` reports the rest.
 
     Args:
         state_dict: the unwrapped state dict (see ``unwrap_checkpoint``).
@@ -279,7 +304,8 @@ def convert_original_state_dict(
     """
     if not is_original_checkpoint(state_dict):
         raise ValueError("not an original SAM3/EfficientSAM3 state dict: no detector keys found")
-    state, origin = _strip_wrappers(state_dict)
+    detector, _extras, _reasons = split_original_extras(state_dict)  # tracker parts: see read_contents
+    state, origin = _strip_wrappers(detector)
     _drop_unused(state)
 
     converted = _convert_sam3_detector(state)
@@ -389,7 +415,13 @@ def _convert_mobileclip_text(state: dict[str, Tensor], context_length: int | Non
     """EfficientSAM3 LiteText: the MobileCLIP student and its ``projector`` (-> ``text_projection``)."""
     out = rename_keys(state, _TEXT_PREFIX + "encoder.", "text_encoder.", MOBILECLIP_RULES)
     out.update(rename_keys(state, _TEXT_PREFIX + "projector.", "text_projection.", _LINEAR))
-    transpose_projection(out, "text_encoder.projection.weight")
+    # MobileCLIP's projection_layer P [H, D] is used as ``x @ P``. transformers' converter copies it as
+    # stored into the Linear-shaped ``projection.weight``; do the same where the shape allows (every
+    # released variant: H == D), so that a .pt and its hub conversion hold the same tensor. A non-square
+    # P only fits transposed. The detector never reads it; see MobileClipTextEncoder.original_projection.
+    projection = out.get("text_encoder.projection.weight")
+    if projection is not None and projection.ndim == 2 and projection.shape[0] != projection.shape[1]:
+        transpose_projection(out, "text_encoder.projection.weight")
     key = "text_encoder.embeddings.position_embedding.position_embedding"  # [1, 1, P, H]
     if key in out:
         out[key] = _truncate_positions(out[key], context_length, dim=2)
@@ -405,6 +437,68 @@ def _convert_clip_text(state: dict[str, Tensor], context_length: int | None) -> 
     if key in out:
         out[key] = _truncate_positions(out[key], context_length, dim=0)
     return out
+
+
+def split_original_extras(
+    state_dict: Mapping[str, Tensor],
+) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]], dict[str, str]]:
+    """Separate an original file's non-detector parts (tracker, its neck, SAM 3.1 parts).
+
+    Returns (the rest, {part: {original key: tensor}}, {part: why it is not the detector}).
+    """
+    patterns = [(re.compile(p), part, why) for p, part, why in _EXTRA_PARTS]
+    rest: dict[str, Tensor] = {}
+    parts: dict[str, dict[str, Tensor]] = {}
+    reasons: dict[str, str] = {}
+    for key, tensor in state_dict.items():
+        for pattern, part, why in patterns:
+            if pattern.fullmatch(key):
+                parts.setdefault(part, {})[key] = tensor
+                reasons[part] = why
+                break
+        else:
+            rest[key] = tensor
+    return rest, parts, reasons
+
+
+# The released LiteText files were trained at 16 positions (the ``ctx16`` files); older files store the
+# 77-row table MobileCLIP was built with, which EfficientSAM3 cuts to the context it trains at.
+DEFAULT_TEXT_CONTEXT = 16
+
+
+def fit_text_positions(
+    state: dict[str, Tensor], length: int | None = None, method: str = "slice"
+) -> dict[str, Any] | None:
+    """Fit a MobileCLIP position table [1, 1, P, H] with P > ``length`` rows to ``length`` rows, in place.
+
+    ``length`` None means ``DEFAULT_TEXT_CONTEXT`` for a longer table (a shorter one is kept).
+
+    ``slice`` keeps the first rows, as EfficientSAM3 does when a model built at 77 positions is set to a
+    shorter context (``resize_pos_embed``); ``interpolate`` resizes the table as MobileCLIP's embedding
+    does for a different sequence length (bilinear, ``align_corners=False``), for files trained that way.
+    Returns what was done (recorded in the config we write), or None when the table already fits.
+    """
+    key = "text_encoder.embeddings.position_embedding.position_embedding"
+    table = state.get(key)
+    if table is None:
+        return None
+    rows = table.shape[2]
+    if length is None:
+        length = min(rows, DEFAULT_TEXT_CONTEXT)
+    if rows == length:
+        return None
+    if method not in ("slice", "interpolate"):
+        raise ValueError(f"position_table must be 'slice' or 'interpolate', got {method!r}")
+    if length > rows:
+        raise ValueError(f"context_length={length} is longer than the stored position table ({rows} rows)")
+    if method == "slice":
+        state[key] = table[:, :, :length].clone()
+    else:
+        import torch.nn.functional as F  # noqa: N812 - only needed for this rare conversion
+
+        size = (length, table.shape[3])
+        state[key] = F.interpolate(table.float(), size=size, mode="bilinear", align_corners=False).to(table.dtype)
+    return {"stored_rows": rows, "method": method}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -9,19 +9,34 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..modeling.config import Sam3LiteTextConfig
 from ..modeling.quantize import is_quantized
-from .convert import convert_original_state_dict, infer_config_dict, is_original_checkpoint, unwrap_checkpoint
+from .contents import CheckpointContents, is_video_config, split_video_state
+from .convert import (
+    TRACKER_NECK_PART,
+    TRACKER_PART,
+    convert_original_state_dict,
+    fit_text_positions,
+    infer_config_dict,
+    is_original_checkpoint,
+    split_original_extras,
+    unwrap_checkpoint,
+)
+from .convert_tracker import convert_original_tracker
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+VIDEO_OWN_PREFIXES = ("tracker_model.", "tracker_neck.")  # model keys already in the sam3_video layout
 _OPTIONAL_BUFFER_SUFFIXES = ("num_batches_tracked",)  # BatchNorm counters: absent in many files, unused in eval
 
 
@@ -35,25 +50,76 @@ class CheckpointError(ValueError):
 
 
 def read_checkpoint(path: Path) -> tuple[Sam3LiteTextConfig, dict[str, torch.Tensor]]:
-    """Config and HF-layout state dict from a directory, a safetensors file or an original ``.pt``."""
-    if path.is_dir():
-        config = _read_config(path / CONFIG_NAME)
-        return config, _read_directory_weights(path)
-    if path.suffix == ".safetensors":
-        config = _read_config(path.parent / CONFIG_NAME)
-        return config, _read_safetensors(path)
+    """The detector's config and HF-layout state dict from any supported file (see ``read_contents``)."""
+    contents = read_contents(path)
+    return contents.config, contents.detector
+
+
+def read_contents(
+    path: Path, *, context_length: int | None = None, position_table: str = "slice"
+) -> CheckpointContents:
+    """Every part of a checkpoint: a directory (``config.json`` + safetensors, detector or ``sam3_video``
+    layout), a ``.safetensors`` file beside a ``config.json``, or an original ``.pt``.
+
+    ``context_length`` / ``position_table`` apply to original files whose MobileCLIP position table is
+    longer than the context the model was trained with (see ``_read_original``).
+    """
+    if path.is_dir() or path.suffix == ".safetensors":
+        if context_length is not None:
+            raise CheckpointError(f"{path}: context_length applies to original .pt files only")
+        directory = path if path.is_dir() else path.parent
+        data = _read_config_dict(directory / CONFIG_NAME)
+        config = _detector_config(directory / CONFIG_NAME, data)  # a bad config is named before reading weights
+        state = _read_directory_weights(path) if path.is_dir() else _read_safetensors(path)
+        return _split_hf(path, data, config, state)
     if path.suffix in (".pt", ".pth", ".bin"):
-        return _read_original(path)
+        return _read_original(path, context_length, position_table)
     raise CheckpointError(f"{path}: unsupported checkpoint file (expected a directory, .safetensors or .pt)")
 
 
-def _read_config(path: Path) -> Sam3LiteTextConfig:
+def _read_config_dict(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: no {CONFIG_NAME} found; a checkpoint directory needs one")
     try:
-        return Sam3LiteTextConfig.from_json_file(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable JSON config ({err})") from err
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _detector_config(path: Path, data: dict[str, Any]) -> Sam3LiteTextConfig:
+    try:
+        return Sam3LiteTextConfig.from_dict(data)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
+
+
+def _split_hf(
+    path: Path, data: dict[str, Any], config: Sam3LiteTextConfig, state: dict[str, torch.Tensor]
+) -> CheckpointContents:
+    """An HF-layout file: the detector alone, or transformers' ``sam3_video`` (facebook/sam3) layout."""
+    if not is_video_config(data):
+        return CheckpointContents(source=path, layout="detector", config=config, detector=state)
+    parts, stray = split_video_state(state)
+    if stray:
+        raise CheckpointError(
+            f"{path}: a sam3_video checkpoint holds tensors outside detector_model./tracker_model./tracker_neck.: "
+            f"{', '.join(sorted(stray)[:10])}" + (f", ... ({len(stray) - 10} more)" if len(stray) > 10 else "")
+        )
+    video = {k: v for k, v in data.items() if k not in ("detector_config", "tracker_config")}
+    tracker_config = data.get("tracker_config") if isinstance(data.get("tracker_config"), dict) else None
+    return CheckpointContents(
+        source=path,
+        layout="sam3_video",
+        config=config,
+        detector=parts["detector"],
+        tracker=parts["tracker"],
+        tracker_neck=parts["tracker_neck"],
+        tracker_config=tracker_config,
+        video_config=video,
+    )
 
 
 def _read_directory_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -98,26 +164,109 @@ def _read_sharded(index_path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_original(path: Path) -> tuple[Sam3LiteTextConfig, dict[str, torch.Tensor]]:
-    """An original EfficientSAM3 / SAM3 ``.pt``: convert keys; config from a sibling config.json or shapes."""
+def _read_original(path: Path, context_length: int | None, position_table: str) -> CheckpointContents:
+    """An original EfficientSAM3 / SAM3 ``.pt``: convert keys; config from a sibling config.json or shapes.
+
+    A MobileCLIP position table longer than the context (older files hold 77 rows) is fitted to
+    ``context_length`` (default: the sibling config's table length, else 16) by ``position_table``:
+    ``slice`` (what EfficientSAM3 does) or ``interpolate`` (for files trained with a stretched table).
+    The choice is recorded in the config (``text_config.position_table``).
+
+    The tracker (``tracker.*`` and its ``sam2_convs`` neck) is converted as well (see ``_add_tracker``).
+    """
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes are not the user's business
+            warnings.simplefilter("ignore")
+            raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({err})") from err
+        raise CheckpointError(_unreadable_pt(path, err)) from None
     try:
         state = unwrap_checkpoint(raw)
         if not is_original_checkpoint(state):
             raise ValueError("not an original EfficientSAM3/SAM3 checkpoint (no detector keys found)")
+        state, extras, reasons = split_original_extras(state)
         sibling = path.parent / CONFIG_NAME
-        config = _read_config(sibling) if sibling.is_file() else None
-        # A sibling config fixes the text context; older files store a 77-entry table.
-        context = config.text_config.max_position_embeddings if config is not None else None
-        state = convert_original_state_dict(state, text_context_length=context)
+        data = _read_config_dict(sibling) if sibling.is_file() else None
+        config = _detector_config(sibling, data) if data is not None else None
+        state = convert_original_state_dict(state)
+        if config is not None and context_length is None:
+            context_length = config.text_config.max_position_embeddings
+        fitted = fit_text_positions(state, context_length, position_table)
+        if config is None:
+            config = Sam3LiteTextConfig.from_dict(infer_config_dict(state))
+        elif context_length is not None:
+            _fit_clip_positions(state, context_length)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
-    if config is None:
-        config = Sam3LiteTextConfig.from_dict(infer_config_dict(state))
-    return config, state
+    if fitted is not None:
+        config.text_config.extra["position_table"] = fitted
+    tracker, neck = extras.pop(TRACKER_PART, {}), extras.pop(TRACKER_NECK_PART, {})
+    contents = CheckpointContents(
+        source=path,
+        layout="original",
+        config=config,
+        detector=state,
+        unused={part: (len(tensors), reasons[part]) for part, tensors in extras.items()},
+    )
+    if tracker or neck:
+        _add_tracker(contents, tracker, neck, data)
+    return contents
+
+
+def _add_tracker(
+    contents: CheckpointContents,
+    tracker: dict[str, torch.Tensor],
+    neck: dict[str, torch.Tensor],
+    sibling: dict[str, Any] | None,
+) -> None:
+    """Convert an original file's tracker into ``contents`` (``tracker``, ``tracker_neck``, ``tracker_config``).
+
+    The tracker config is the sibling config.json's ``tracker_config`` when that is a ``sam3_video`` config
+    (its detect-and-track settings are kept too), else inferred from shapes. A tracker that cannot be
+    converted is not dropped: its tensors are listed in ``unused`` and the reason kept in ``tracker_error``
+    (loading the file with its tracker raises it; ``tracker=False`` loads the detector alone).
+    """
+    tracker_config = sibling.get("tracker_config") if sibling is not None else None
+    try:
+        converted = convert_original_tracker(
+            tracker, neck, contents.config, tracker_config if isinstance(tracker_config, dict) else None
+        )
+    except ValueError as err:
+        contents.tracker_error = str(err)
+        contents.unused[TRACKER_PART] = (len(tracker) + len(neck), f"not converted: {err}")
+        return
+    contents.tracker, contents.tracker_neck, contents.tracker_config = (
+        converted.tracker,
+        converted.neck,
+        converted.config,
+    )
+    if sibling is not None and is_video_config(sibling):
+        contents.video_config = {k: v for k, v in sibling.items() if k not in ("detector_config", "tracker_config")}
+
+
+def _fit_clip_positions(state: dict[str, torch.Tensor], length: int) -> None:
+    """SAM3's CLIP table is indexed (not resized): keep the first ``length`` rows when a sibling config
+    says the model uses fewer positions than the file stores."""
+    key = "text_encoder.text_model.embeddings.position_embedding.weight"
+    table = state.get(key)
+    if table is not None and table.shape[0] > length:
+        state[key] = table[:length].clone()
+
+
+def _unreadable_pt(path: Path, err: Exception) -> str:
+    """One line for a ``.pt`` that ``torch.load(weights_only=True)`` refused. torch's own text runs to
+    several lines and advises ``weights_only=False``, i.e. running the file's code: never passed on."""
+    text = str(err)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:  # the pickle names a function or class to call: code or arbitrary objects
+        return (
+            f"{path}: the file holds code or Python objects that are not plain tensors ({found.group(1)}); "
+            "refused for safety (sam3lite reads only tensors from .pt files)"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    if "weights only" in first.lower():
+        first = "corrupt, or not written by torch.save"
+    return f"{path}: not a readable PyTorch checkpoint ({first[:200]})"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,7 +347,13 @@ def write_checkpoint(model: nn.Module, directory: str | Path, max_shard_size: in
         raise CheckpointError("this model's RepMixer branches are folded; save the model before reparameterize()")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    model.config.to_json_file(directory / CONFIG_NAME)
+    video_config = getattr(model, "video_config", None)
+    if video_config is not None:
+        # With a tracker: facebook/sam3's hub layout (transformers' Sam3VideoModel reads it).
+        state = {k if k.startswith(VIDEO_OWN_PREFIXES) else "detector_model." + k: v for k, v in state.items()}
+        video_config.to_json_file(directory / CONFIG_NAME)
+    else:
+        model.config.to_json_file(directory / CONFIG_NAME)
     save_torch_state_dict(
         {k: v.detach().cpu().contiguous() for k, v in state.items()},
         directory,

@@ -6,6 +6,7 @@ LiteText files carry a 16-entry position table (context length 16).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,3 +70,16 @@ VARIANTS: dict[str, Variant] = {
     ),
     "sam3": Variant("sam3", "facebook/sam3", "sam3", {"model_type": "clip_text_model"}),
 }
+
+
+def variant_of(config: Sam3LiteTextConfig) -> str:
+    """The named variant whose architecture ``config`` describes, else ``"custom"``.
+
+    Compares the typed fields only: keys sam3lite does not model (``transformers_version``,
+    ``id2label`` ...) and the text mode do not make a hub config "custom".
+    """
+    plain = dataclasses.replace(config, text_mode="transformers")
+    for name, variant in VARIANTS.items():
+        if variant.config() == plain:
+            return name
+    return "custom"

@@ -37,6 +37,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--onnx-dir", type=Path, help="with --backend onnx: reuse this float32 export (else export to a temp folder)"
     )
+    parser.add_argument(
+        "--video",
+        action="store_true",
+        help="video tracking instead: VideoPredictor against Sam3TrackerVideoModel for 1, 4 and 16 objects",
+    )
+    parser.add_argument("--frames", type=int, default=64, help="with --video: frames of the synthetic video")
+    parser.add_argument("--tiny", action="store_true", help="with --video: the tiny test config (fast, CPU)")
+    parser.add_argument(
+        "--tracker",
+        action="store_true",
+        help="point prompts instead: SAM3's tracker head against transformers' Sam3TrackerModel (full size, CPU)",
+    )
     parser.add_argument("--json", type=Path, help="also write the full report as JSON here")
     return parser
 
@@ -49,6 +61,29 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import BenchSettings, format_markdown, save
     from ..bench import run as run_bench
 
+    if args.video:
+        from ..bench.video import format_video_markdown, run_video
+
+        tiny = None
+        if args.tiny:
+            from ..bench.video import tiny_video_config
+
+            tiny = tiny_video_config()
+        report = run_video(num_frames=args.frames, device=args.device, dtype=args.dtype, tiny_config=tiny)
+        print(format_video_markdown(report))
+        if args.json:
+            save(report, args.json)
+        return 0
+    if args.tracker:
+        from ..bench.tracker import format_tracker_markdown, run_tracker
+
+        if args.device != "cpu" or args.checkpoint:
+            raise UsageError("--tracker measures full-size random weights on the CPU (no --checkpoint/--device)")
+        report = run_tracker(repeats=args.repeats, threads=args.threads)
+        print(format_tracker_markdown(report))
+        if args.json:
+            save(report, args.json)
+        return 0
     if not 1 <= args.prompts <= 8 or args.repeats < 1 or args.batch < 1:
         raise UsageError("--prompts must be 1..8, --repeats and --batch at least 1")
     if args.backend == "onnx":

@@ -53,6 +53,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="with --model: cpu, cuda, mps or auto (default: cpu)")
     parser.add_argument("--dtype", default=None, help="with --model: float32 (default), bfloat16 or float16")
     parser.add_argument(
+        "--text-mode",
+        choices=("transformers", "original"),
+        help="with --model: how prompts are encoded (default: the checkpoint's own; docs/text_modes.md)",
+    )
+    parser.add_argument(
         "--limit",
         type=int,
         default=None,
@@ -88,7 +93,7 @@ def _run_model(args: argparse.Namespace, gts: list[Any]) -> tuple[list[dict], li
 
     jobs = plan_jobs(gts[0], eval_image_ids(gts))[: args.limit]
     settings = RunSettings(model=args.model, score_floor=args.score_floor, mask_threshold=args.mask_threshold)
-    predictor = Predictor(load(args.model, device=args.device, dtype=args.dtype))
+    predictor = Predictor(load(args.model, device=args.device, dtype=args.dtype, text_mode=args.text_mode))
     predictions = run_dataset(predictor, jobs, args.images, args.out, settings, progress=not args.no_progress)
     write_json(Path(args.out) / "predictions.json", predictions)
     return predictions, job_image_ids(jobs)

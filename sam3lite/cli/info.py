@@ -1,4 +1,5 @@
-"""``sam3lite info MODEL``: what a checkpoint holds: config summary, parameters per component, dtype.
+"""``sam3lite info MODEL``: what a checkpoint holds: its layout and parts (detector, tracker, unused
+parts), config summary, text encoder, context length and text mode, parameters per component, dtype.
 
 Parameters are counted on a model built on the ``meta`` device (shapes only, no memory), so buffers
 such as BatchNorm statistics are not counted; the dtype is that of the stored tensors.
@@ -31,12 +32,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import read_checkpoint, resolve
+    from ..checkpoints import read_contents, resolve
 
     path = resolve(args.model)
-    config, state = read_checkpoint(path)
-    summary = describe(config, state)
+    contents = read_contents(path)
+    summary = describe(contents.config, contents.detector)
     summary["model"] = {"name": str(args.model), "path": str(path)}
+    summary["checkpoint"] = describe_parts(contents)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 
@@ -76,6 +78,8 @@ def describe(config: Any, state: dict[str, Any]) -> dict[str, Any]:
             "width": text.hidden_size,
             "heads": text.num_attention_heads,
             "context_length": text.max_position_embeddings,
+            "prompt_length": config.text_context_length,
+            "text_mode": config.text_mode,
             "repmixer": bool(getattr(text, "use_repmixer_blocks", False)),
         },
         "heads": {
@@ -92,6 +96,35 @@ def describe(config: Any, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def describe_parts(contents: Any) -> dict[str, Any]:
+    """Layout, variant and the parts of the file beside the detector (``CheckpointContents``)."""
+    from ..checkpoints import variant_of
+
+    tracker: dict[str, Any] = {"present": contents.has_tracker}
+    if contents.tracker:
+        parts: Counter[str] = Counter()
+        for key, tensor in contents.tracker.items():
+            parts[key.split(".")[0]] += tensor.numel()
+        parts["tracker_neck"] = contents.parameter_count("tracker_neck")
+        tracker.update(
+            used=True,
+            tensors=len(contents.tracker) + len(contents.tracker_neck),
+            parameters=sum(parts.values()),
+            per_part=dict(sorted(parts.items(), key=lambda kv: -kv[1])),
+        )
+    elif contents.tracker_error is not None:
+        # An original file's tracker that could not be converted (its tensors are listed under "unused").
+        tracker.update(used=False, error=contents.tracker_error)
+    return {
+        "layout": contents.layout,
+        "variant": variant_of(contents.config),
+        "text_mode": contents.config.text_mode,
+        "detector_tensors": len(contents.detector),
+        "tracker": tracker,
+        "unused": {part: {"tensors": n, "why": why} for part, (n, why) in contents.unused.items()},
+    }
+
+
 def _millions(n: int) -> str:
     return f"{n / 1e6:9.2f}M" if n >= 10_000 else f"{n:10d}"
 
@@ -101,14 +134,16 @@ def render(summary: dict[str, Any]) -> str:
     v, t, h, p = summary["vision"], summary["text"], summary["heads"], summary["parameters"]
     text_kind = t["encoder"] + (" with RepMixer" if t["repmixer"] else "")
     mixed = "" if len(summary["dtypes"]) <= 1 else f" (mixed: {summary['dtypes']})"
+    c = summary.get("checkpoint") or {}
     lines = [
         f"model       {summary['model']['name']}  ({summary['model']['path']})",
-        f"type        {summary['model_type']} ({summary['architecture']})",
+        f"type        {summary['model_type']} ({summary['architecture']})"
+        + (f", variant {c['variant']}, {c['layout']} layout" if c else ""),
         f"image       {summary['image_size']} px, patch {v['patch_size']}",
         f"vision      ViT {v['layers']} layers x {v['width']}, {v['heads']} heads, window {v['window_size']}, "
         f"global attention in layers {v['global_attention_layers']}",
         f"text        {text_kind}: {t['layers']} layers x {t['width']}, {t['heads']} heads, "
-        f"context {t['context_length']}",
+        f"{t['context_length']} positions; text mode {t['text_mode']}, prompts padded to {t['prompt_length']}",
         f"heads       width {h['width']}, {h['queries']} queries",
         f"dtype       {summary['dtype']}{mixed}",
         "parameters",
@@ -117,4 +152,16 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"  {group:<22}{_millions(p[group])}")
         lines.extend(f"    {m:<20}{_millions(p['per_module'][m])}" for m in modules if len(modules) > 1)
     lines.append(f"  {'total':<22}{_millions(p['total'])}")
+    tracker = c.get("tracker", {})
+    if tracker.get("used"):
+        lines.append(f"  {'tracker (SAM3)':<22}{_millions(tracker['parameters'])}")
+        big = {part: n for part, n in tracker["per_part"].items() if n >= tracker["parameters"] / 100}
+        small = tracker["parameters"] - sum(big.values())
+        lines.extend(f"    {part:<20}{_millions(n)}" for part, n in {**big, "other": small}.items() if n)
+    elif tracker.get("present"):
+        lines.append("tracker     present but not loadable: could not be converted (see 'not loaded' below)")
+    elif c:
+        lines.append("tracker     none (add one with --tracker sam3 / sam3lite.load(..., tracker='sam3'))")
+    for part, info in c.get("unused", {}).items():
+        lines.append(f"not loaded  {part}: {info['tensors']} tensors, {info['why']}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from pathlib import Path
 # import torch (``sam3lite --help`` stays fast).
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+TEXT_MODES = ("transformers", "original")  # sam3lite.runtime.TEXT_MODES, without importing torch here
 
 EPILOG = """\
 outputs (DIR = --out):
@@ -23,11 +24,16 @@ outputs (DIR = --out):
   DIR/images.json         COCO images (id -> file) and categories (id -> prompt)
   DIR/summary.json        images done / failed / skipped, detections per prompt, images/s
   DIR/errors.jsonl        one line per image that failed
+  DIR/run.json            the settings that made the outputs (model, dtype, thresholds, prompts, boxes)
+  DIR/manifest.txt        the <name>s whose files sam3lite wrote
 
 <name> is the image path relative to the common folder of the inputs, without extension, '/'
 replaced by '__' (a/x.jpg -> a__x); clashing names keep their extension (x.jpg, x.png).
 image_id is the index in that sorted list (or the dataset's id); category_id is the 1-based
-position of the prompt (or the dataset's id). Existing outputs are skipped unless --overwrite.
+position of the prompt (or the dataset's id). Existing outputs are skipped unless --overwrite;
+a rerun with other settings is refused (naming them) unless --overwrite, which redoes every image.
+DIR must be new, empty, an earlier run or the input folder; files sam3lite did not write are never
+replaced. Exit code 0: all done; 1: some images failed (errors.jsonl); 2: usage error, nothing written.
 
 examples:
   sam3lite segment examples/chelsea.png --prompt cat --out out/
@@ -60,7 +66,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="append",
         default=[],
         metavar="x1,y1,x2,y2[,neg]",
-        help="an exemplar box in pixels, shared by all prompts (repeatable; ',neg' marks a negative box)",
+        help="an exemplar box in pixels, shared by all prompts (repeatable; ',neg' marks a negative box; "
+        "negative corners as written: --box -50,-20,200,220)",
     )
     what.add_argument("--threshold", type=float, default=0.5, help="keep instances scoring above this (0.5)")
     what.add_argument("--mask-threshold", type=float, default=0.5, help="mask probability cut-off (0.5)")
@@ -75,6 +82,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     how.add_argument("--device", default="auto", choices=DEVICES, help="auto: cuda:LOCAL_RANK, else mps, else cpu")
     how.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 where the hardware is fast at it")
     how.add_argument(
+        "--text-mode",
+        choices=TEXT_MODES,
+        help="how prompts are encoded: as transformers' port or as the original EfficientSAM3 code "
+        "(default: the checkpoint's own, else transformers; see docs/text_modes.md)",
+    )
+    how.add_argument(
         "--quantize", choices=["int8"], help="int8 image encoder: faster on CPUs without bfloat16 hardware (CPU only)"
     )
     how.add_argument("--batch-size", type=int, metavar="N", help="images per image-encoder pass (8 on CUDA, else 1)")
@@ -84,7 +97,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     how.add_argument("--workers", type=int, metavar="N", help="image decoding processes per rank (auto)")
     out = parser.add_argument_group("outputs")
     out.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    out.add_argument("--overwrite", action="store_true", help="redo images whose outputs exist")
+    out.add_argument(
+        "--overwrite", action="store_true", help="redo every image (also to change the settings of an earlier run)"
+    )
     out.add_argument("--no-overlay", dest="overlay", action="store_false", help="skip the overlay pictures")
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     out.add_argument("--image-root", metavar="DIR", help="folder of a COCO dataset's images (default: the json's)")
@@ -107,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         mask_threshold=args.mask_threshold,
         device=args.device,
         dtype=args.dtype,
+        text_mode=args.text_mode,
         quantize=args.quantize,
         batch_size=args.batch_size,
         workers=args.workers,

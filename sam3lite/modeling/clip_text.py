@@ -74,13 +74,18 @@ class ClipTextEncoder(nn.Module):
         self.text_model = ClipTextTransformer(config)
         self.text_projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextEncoderOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, original: bool = False
+    ) -> TextEncoderOutput:
         """input_ids [B, T] (T <= max_position_embeddings); attention_mask [B, T] (nonzero = real) or None.
 
         ``last_hidden_state`` [B, T, H] after ``final_layer_norm``. ``pooler_output`` [B, projection_dim]
         is CLIP's ``text_embeds``: the state at the first ``eos_token_id`` (position 0 if a row has none),
-        through ``text_projection``, not normalised.
+        through ``text_projection``, not normalised. ``original`` changes nothing here: attention is
+        causal, so padding never reaches a real token, and the projection's orientation is unambiguous
+        (1024 -> 512) in both layouts.
         """
+        del original  # same interface as MobileClipTextEncoder
         check_text_inputs(input_ids, attention_mask, self.config.vocab_size, self.config.max_position_embeddings)
         mask = None if attention_mask is None else attention_mask.bool()
         x = self.text_model(input_ids, mask)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ..runtime import check_text_mode
+
 C = TypeVar("C", bound="_Config")
 
 
@@ -303,6 +305,9 @@ class Sam3LiteTextConfig(_Config):
     detr_decoder_config: DETRDecoderConfig = field(default_factory=DETRDecoderConfig)
     mask_decoder_config: MaskDecoderConfig = field(default_factory=MaskDecoderConfig)
     initializer_range: float = 0.02
+    # sam3lite's own key (transformers ignores it): how prompts are encoded, see sam3lite.runtime.TEXT_MODES.
+    # Written to config.json only when it is not the default, so HF configs round-trip unchanged.
+    text_mode: str = "transformers"
 
     _nested: ClassVar[dict[str, Any]] = {
         "vision_config": VisionConfig,
@@ -344,7 +349,15 @@ class Sam3LiteTextConfig(_Config):
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out.setdefault("architectures", [self.architecture])
+        if out.get("text_mode") == "transformers":
+            del out["text_mode"]
         return out
+
+    @property
+    def text_context_length(self) -> int:
+        """Token length L the prompts are padded to: 32 as in transformers' processor, or, in
+        ``original`` mode, the position table's length (16 for the released LiteText files)."""
+        return self.text_config.max_position_embeddings if self.text_mode == "original" else 32
 
     @property
     def is_sam3(self) -> bool:
@@ -360,6 +373,7 @@ class Sam3LiteTextConfig(_Config):
         return self.vision_config.image_size
 
     def validate(self) -> None:
+        check_text_mode(self.text_mode, "config text_mode")
         width = self.detr_encoder_config.hidden_size
         for name in ("geometry_encoder_config", "detr_decoder_config", "mask_decoder_config"):
             if getattr(self, name).hidden_size != width:

@@ -31,19 +31,35 @@ from .geometry import GeometryEncoder
 from .mask_decoder import MaskDecoder
 from .scoring import DotProductScoring
 from .text import MobileClipTextEncoder
-from .vision import VisionEncoder, VisionFeatures
+from .tracker.config import TrackerConfig
+from .tracker.model import Sam3Tracker, TrackerImageFeatures
+from .video_config import Sam3VideoConfig
+from .vision import VisionEncoder, VisionFeatures, VisionNeck
 
 PAD_LABEL = -10  # box label of padding entries, as in the reference processor
+NO_TRACKER_MESSAGE = (
+    "this model has no tracker, which point, object-box and mask prompts need: load one with "
+    "sam3lite.load(MODEL, tracker='sam3') (facebook/sam3's tracker fits every LiteText model; CLI: --tracker sam3)"
+)
 
 
 class _FieldAccess:
-    """Dict-style access on output dataclasses (``out["pred_masks"]``, ``out.get``, ``keys``), so code
-    written against transformers' ModelOutput keeps working."""
+    """ModelOutput-style access on output dataclasses, so code written against transformers keeps
+    working: by name (``out["pred_masks"]``, ``out.get``, ``keys``), by position (``out[0]``,
+    ``out[1:]``) and as a tuple (``out.to_tuple()``); positions count only fields that are not None,
+    as in transformers."""
 
-    def __getitem__(self, key: str) -> Any:
+    def __getitem__(self, key: str | int | slice) -> Any:
+        if isinstance(key, (int, slice)):
+            return self.to_tuple()[key]
         if key not in self.keys():
             raise KeyError(key)
         return getattr(self, key)
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The fields that are not None, in declaration order."""
+        values = (getattr(self, name) for name in self.keys())
+        return tuple(value for value in values if value is not None)
 
     def get(self, key: str, default: Any = None) -> Any:
         return getattr(self, key) if key in self.keys() else default
@@ -59,14 +75,16 @@ class _FieldAccess:
 class TextFeatures(_FieldAccess):
     """Text encoder output, computed once and reusable across images.
 
+    last_hidden_state: [B, T, H] text encoder output before the projection.
     pooler_output: [B, T, C] prompt tokens after ``text_projection`` (named as in transformers, whose
         ``get_text_features`` stores the projected sequence there).
-    last_hidden_state: [B, T, H] text encoder output before the projection.
     attention_mask: [B, T] 1 for real tokens, 0 for padding (None = all real).
+
+    The field order is transformers' (``feats[0]`` is ``last_hidden_state`` there too).
     """
 
-    pooler_output: torch.Tensor
     last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor
     attention_mask: torch.Tensor | None = None
 
 
@@ -110,12 +128,18 @@ class Sam3Detector(nn.Module):
         *,
         vision_encoder: nn.Module | None = None,
         text_encoder: nn.Module | None = None,
+        tracker_config: TrackerConfig | None = None,
+        video_settings: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         config = config or Sam3LiteTextConfig()
         if isinstance(config, dict):
             config = Sam3LiteTextConfig.from_dict(config)
         self.config = config
+        # With a tracker: facebook/sam3's video config around this detector (saved in that layout).
+        self.video_config: Sam3VideoConfig | None = None
+        if tracker_config is not None:
+            self.video_config = Sam3VideoConfig.combine(config, tracker_config, **(video_settings or {}))
         width = config.detr_encoder_config.hidden_size
         self.vision_encoder = vision_encoder or VisionEncoder(config.vision_config)
         self.text_encoder = text_encoder or build_text_encoder(config)
@@ -125,6 +149,12 @@ class Sam3Detector(nn.Module):
         self.detr_decoder = DetrDecoder(config.detr_decoder_config)
         self.mask_decoder = MaskDecoder(config.mask_decoder_config)
         self.dot_product_scoring = DotProductScoring(config.detr_decoder_config)
+        # SAM3's tracker (clicks, boxes, masks, video) reads the same ViT output through its own neck.
+        self.tracker_neck: VisionNeck | None = None
+        self.tracker_model: Sam3Tracker | None = None
+        if tracker_config is not None:
+            self.tracker_neck = VisionNeck(config.vision_config)
+            self.tracker_model = Sam3Tracker(tracker_config)
 
     # ------------------------------------------------------------------------------------------
     # Properties and loading helpers
@@ -179,9 +209,54 @@ class Sam3Detector(nn.Module):
         _check_tensor("pixel_values", pixel_values, ndim=4, floating=True)
         return self.vision_encoder(pixel_values.to(self.dtype))
 
+    @property
+    def has_tracker(self) -> bool:
+        """True when the model holds SAM3's tracker (point / box / mask prompts for one object, video)."""
+        return self.tracker_model is not None
+
+    def get_tracker_features(self, vision: VisionFeatures) -> TrackerImageFeatures:
+        """The tracker's features of images already encoded by ``get_vision_features`` (no second ViT pass):
+        the ViT tokens [B, h*w, C] go through the tracker's own FPN neck."""
+        tokens = vision.last_hidden_state
+        vit = self.config.vision_config.backbone_config
+        side = vit.image_size // vit.patch_size
+        return self._tracker_from_grid(tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], side, side))
+
+    def get_tracker_features_from_pixels(self, pixel_values: torch.Tensor) -> TrackerImageFeatures:
+        """pixel_values [B, 3, S, S] -> tracker features, through the ViT and the tracker neck only (video
+        frames tracked without text need no detector neck)."""
+        if self.tracker_model is None:
+            raise ValueError(NO_TRACKER_MESSAGE)
+        _check_tensor("pixel_values", pixel_values, ndim=4, floating=True)
+        self.vision_encoder._check_input(pixel_values)
+        tokens = self.vision_encoder.backbone(pixel_values.to(self.dtype))  # [B, h, w, C]
+        return self._tracker_from_grid(tokens.permute(0, 3, 1, 2))
+
+    def _tracker_from_grid(self, grid: torch.Tensor) -> TrackerImageFeatures:
+        """ViT output [B, C, h, w] -> tracker neck -> ``prepare_image``."""
+        if self.tracker_model is None or self.tracker_neck is None:
+            raise ValueError(NO_TRACKER_MESSAGE)
+        levels, _ = self.tracker_neck(grid)
+        return self.tracker_model.prepare_image(levels)
+
+    @property
+    def text_mode(self) -> str:
+        """How prompts are encoded: ``"transformers"`` or ``"original"`` (``sam3lite.runtime.TEXT_MODES``)."""
+        return self.config.text_mode
+
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextFeatures:
-        """input_ids [B, T] -> prompt tokens [B, T, C] (``pooler_output``), computed once per prompt."""
-        encoded = self.text_encoder(input_ids, attention_mask)  # the encoder validates both arguments
+        """input_ids [B, T] -> prompt tokens [B, T, C] (``pooler_output``), computed once per prompt.
+
+        In ``original`` text mode the text encoder runs without a padding mask (real tokens attend to the
+        pads, as in EfficientSAM3) and the detector's padding is ``input_ids == 0`` unless
+        ``attention_mask`` is given.
+        """
+        if self.text_mode == "original":
+            encoded = self.text_encoder(input_ids, None, original=True)  # validates input_ids
+            if attention_mask is None:
+                attention_mask = (input_ids != 0).long()
+        else:
+            encoded = self.text_encoder(input_ids, attention_mask)  # the encoder validates both arguments
         return TextFeatures(
             pooler_output=self.text_projection(encoded.last_hidden_state),
             last_hidden_state=encoded.last_hidden_state,

@@ -318,12 +318,16 @@ class MobileClipTextEncoder(nn.Module):
         self.final_layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.projection = nn.Linear(config.hidden_size, config.projection_dim, bias=False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> TextEncoderOutput:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *, original: bool = False
+    ) -> TextEncoderOutput:
         """input_ids [B, T] token ids; attention_mask [B, T] (nonzero = real token) or None (all real).
 
         Standard layers are bidirectional with padded keys masked; RepMixer blocks see every token.
         ``pooler_output`` takes the token at ``input_ids.argmax(-1)`` (the first EOT, id 49407, the
-        largest id in the CLIP vocabulary), as the reference does, then ``projection``.
+        largest id in the CLIP vocabulary), as the reference does, then the projection: ``x @ W.T``
+        as transformers computes it, or with ``original`` the EfficientSAM3 product ``x @ P`` (see
+        ``original_projection``).
         """
         check_text_inputs(input_ids, attention_mask, self.config.vocab_size)
         x = self.embeddings(input_ids)
@@ -332,7 +336,19 @@ class MobileClipTextEncoder(nn.Module):
             x = layer(x, mask)
         x = self.final_layer_norm(x)
         pooled = x[torch.arange(x.shape[0], device=x.device), input_ids.argmax(dim=-1)]
-        return TextEncoderOutput(last_hidden_state=x, pooler_output=self.projection(pooled))
+        pooled = pooled @ self.original_projection() if original else self.projection(pooled)
+        return TextEncoderOutput(last_hidden_state=x, pooler_output=pooled)
+
+    def original_projection(self) -> torch.Tensor:
+        """MobileCLIP's ``projection_layer`` P [H, D], used by EfficientSAM3 as ``x @ P``.
+
+        The released files hold P as stored by the original (``[H, D]``, square for every variant) in
+        ``projection.weight``: transformers' converter copies it without a transpose, and so does
+        ``sam3lite.checkpoints.convert`` where the shape allows, so that the hub file and the ``.pt`` hold
+        the same tensor. A non-square P could only be stored transposed (the Linear shape ``[D, H]``).
+        """
+        weight = self.projection.weight
+        return weight if weight.shape[0] == weight.shape[1] else weight.t()
 
     def reparameterize(self) -> None:
         """Fold every RepMixer block (uses BN running stats, i.e. eval behaviour). Idempotent."""

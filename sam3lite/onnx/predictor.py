@@ -26,7 +26,7 @@ from ..portable.manifest import TEXT_MODES, Manifest, ManifestError
 from ..portable.postprocess import instances
 from ..portable.prompts import check_unit, prompt_list
 from ..portable.results import PromptResult
-from ..portable.tokenizer import encode_batch, truncation_warning
+from ..portable.tokenizer import encode_batch, pad_id_for, truncation_warning
 
 Box = Sequence[float]
 
@@ -61,8 +61,14 @@ class OnnxPredictor:
         self.directory = Path(directory)
         self.manifest = Manifest.read(self.directory)
         text = self.manifest.text
-        if text.get("text_mode", "transformers") not in TEXT_MODES:
-            raise ManifestError(f"{self.directory}: text_mode {text['text_mode']!r} is not supported by this runtime")
+        self.text_mode = text.get("text_mode", "transformers")
+        if self.text_mode not in TEXT_MODES:
+            raise ManifestError(f"{self.directory}: text_mode {self.text_mode!r} is not supported by this runtime")
+        if text.get("pad_id") != pad_id_for(self.text_mode):
+            raise ManifestError(
+                f"{self.directory}: pad_id {text.get('pad_id')!r} does not match text mode {self.text_mode!r} "
+                f"(expected {pad_id_for(self.text_mode)})"
+            )
         from tokenizers import Tokenizer
 
         self._tokenizer = Tokenizer.from_file(str(self.directory / text["tokenizer"]))
@@ -127,6 +133,15 @@ class OnnxPredictor:
     def reset_image(self) -> None:
         self._features = None
         self._image_size = None
+
+    @property
+    def image_features(self) -> dict[str, np.ndarray]:
+        """The current image's image-encoder outputs by name: ``fpn_0``..``fpn_2`` (what the heads read)
+        and, for an export of a model with SAM3's tracker, ``vit_output`` [1, h*w, C]."""
+        if self._features is None:
+            raise RuntimeError("no image set: call set_image(image) first")
+        names = [t.name for t in self.manifest.graphs["image_encoder"].outputs]
+        return dict(zip(names, self._features, strict=True))
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -229,7 +244,7 @@ class OnnxPredictor:
         missing = [p for p in dict.fromkeys(prompts) if p not in self._text_cache]
         if missing:
             text = self.manifest.text
-            ids, mask, truncated = encode_batch(missing, text["context_length"], text["pad_id"], self._tokenizer)
+            ids, mask, truncated = encode_batch(missing, text["context_length"], self.text_mode, self._tokenizer)
             if truncated:
                 warnings.warn(truncation_warning(missing, truncated, text["context_length"]), stacklevel=3)
             tokens, token_mask = self._run("text_encoder", input_ids=ids, attention_mask=mask)

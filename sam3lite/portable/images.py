@@ -15,15 +15,25 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
+# PIL's refusal limit for decompression bombs (twice its warning limit): the most pixels sam3lite reads.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+_EXIF_ORIENTATION = 0x0112
 _PIL_RESAMPLE_BILINEAR = 2  # PIL.Image.Resampling.BILINEAR, the value HF configs store as "resample"
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+# File extensions taken as images when a folder is read (image datasets, folders of video frames).
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
+)
 
 
 @dataclass(frozen=True)
@@ -97,12 +107,58 @@ class ImageSettings:
 # ---------------------------------------------------------------------------------------------
 
 
+class ImageTooLargeError(ValueError):
+    """An image with more pixels than the reader accepts (refused before its pixels are decoded)."""
+
+    def __init__(self, what: str, pixels: int | None, limit: int, size: tuple[int, int] | None = None) -> None:
+        self.pixels, self.limit, self.size = pixels, limit, size
+        if size is not None:
+            found = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels"
+        else:
+            found = f"{pixels:,} pixels" if pixels is not None else "more pixels than that"
+        super().__init__(f"{what}: the image has {found}; at most {limit:,} are accepted (resize it first)")
+
+
+def open_image(source: str | os.PathLike | IO[bytes], max_pixels: int = MAX_IMAGE_PIXELS, what: str = "image"):
+    """``PIL.Image.open`` (lazy: only the header is read) that refuses images above ``max_pixels``.
+
+    PIL warns about images above 89 M pixels and refuses those above twice that (its guard against
+    decompression bombs); here the limit is ``max_pixels`` (at most PIL's own refusal limit), with
+    an ``ImageTooLargeError`` instead of PIL's warning or error.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PIL.Image.DecompressionBombWarning)
+            img = PIL.Image.open(source)
+    except PIL.Image.DecompressionBombError as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))  # PIL names the count, not the size
+        raise ImageTooLargeError(what, int(found.group(1)) if found else None, max_pixels) from None
+    if img.width * img.height > max_pixels:
+        img.close()
+        raise ImageTooLargeError(what, None, max_pixels, size=img.size)
+    return img
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of an image file as ``load_image`` returns it (EXIF rotation applied), read from
+    its header without decoding the pixels.
+
+    Raises:
+        OSError: missing or unreadable file; ValueError: more than ``MAX_IMAGE_PIXELS`` pixels.
+    """
+    with open_image(path, what=f"image file {os.fspath(path)!r}") as img:
+        width, height = img.size
+        orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)  # 5-8: turned by 90 degrees
+
+
 def load_image(path: str | os.PathLike) -> PIL.Image.Image:
     """Decode an image file to an upright RGB PIL image (EXIF orientation applied, alpha dropped).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a readable image (unknown format, truncated, corrupt).
+        ValueError: the file is not a readable image (unknown format, truncated, corrupt), or it has
+            more than ``MAX_IMAGE_PIXELS`` pixels (``ImageTooLargeError``).
     """
     path = os.fspath(path)
     if path.startswith(("http://", "https://")):
@@ -110,9 +166,11 @@ def load_image(path: str | os.PathLike) -> PIL.Image.Image:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"image file not found: {path!r}")
     try:
-        with PIL.Image.open(path) as img:
+        with open_image(path, what=f"image file {path!r}") as img:
             return upright_rgb(img)
-    except (OSError, SyntaxError, ValueError, PIL.Image.DecompressionBombError) as err:
+    except ImageTooLargeError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read image file {path!r}: {err}") from err
 
 

@@ -43,6 +43,15 @@ class PromptResult:
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
+    def __repr__(self) -> str:
+        # Shapes and counts: the dataclass default would print every mask pixel.
+        shown = ", ".join(f"{float(s):.2f}" for s in as_numpy(self.scores[:5]).tolist())
+        shown += ", ..." if len(self) > 5 else ""
+        return (
+            f"{type(self).__name__}(prompt={self.prompt!r}, instances={len(self)}, "
+            f"masks={describe(self.masks)}, boxes={describe(self.boxes)}, scores=[{shown}])"
+        )
+
     def to_rle(self) -> list[dict[str, Any]]:
         """COCO compressed RLE per mask: ``{"size": [H, W], "counts": str}``."""
         return masks_to_rle(self.masks)
@@ -71,3 +80,11 @@ class PromptResult:
             class_id=np.zeros(n, dtype=int),
             data={"class_name": np.array([self.prompt] * n)},
         )
+
+
+def describe(array: Any) -> str:
+    """``bool[3, 480, 640]`` for a numpy array or a torch tensor (plus the device when not the CPU)."""
+    dims = ", ".join(str(d) for d in array.shape)
+    device = getattr(array, "device", None)
+    where = f" on {device}" if device is not None and getattr(device, "type", "cpu") != "cpu" else ""
+    return f"{str(array.dtype).removeprefix('torch.')}[{dims}]{where}"

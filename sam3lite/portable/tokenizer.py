@@ -6,6 +6,11 @@ by BPE with an ``</w>`` end-of-word marker. Each prompt becomes ``BOS ... EOS`` 
 to the context length. Nothing is downloaded: the vocabulary is derived from
 ``assets/bpe_simple_vocab_16e6.txt.gz`` the way CLIP derives it.
 
+``text_mode="original"`` tokenizes as EfficientSAM3's ``SimpleTokenizer`` (the LiteText training code):
+the text is first cleaned as there (ftfy's ``fix_text`` when ftfy is installed, HTML entities unescaped
+twice, stripped), then tokenized the same way, padded with id 0 instead of EOS, and the attention mask
+is ``ids != 0`` (as the original detector masks).
+
 ``sam3lite.processing.Tokenizer`` (torch tensors) and the ONNX runtime both use ``encode_batch``.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import html
 from collections.abc import Sequence
 from importlib import resources
 
@@ -26,7 +32,10 @@ EOS_TOKEN = "<|endoftext|>"
 BOS_ID = 49406
 EOS_ID = 49407
 PAD_ID = 49407  # CLIP pads with EOS; RepMixer text layers see pad tokens, so the exact id matters.
+ORIGINAL_PAD_ID = 0  # EfficientSAM3 pads with 0 (the token "!"), and its detector masks ids == 0
 VOCAB_SIZE = 49408
+# sam3lite.runtime.TEXT_MODES, repeated here because this layer imports nothing of ours (a test checks).
+TEXT_MODES = ("transformers", "original")
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 
 # CLIP keeps the first 49152 - 256 - 2 merges: 256 byte tokens, 256 byte+</w> tokens, the merges and
@@ -92,22 +101,56 @@ def bpe_backend() -> _HFTokenizer:
     return tok
 
 
+def pad_id_for(text_mode: str) -> int:
+    """The padding id of a text mode: EOS for ``"transformers"``, 0 for ``"original"``."""
+    if text_mode not in TEXT_MODES:
+        raise ValueError(f"text_mode must be one of {', '.join(TEXT_MODES)}; got {text_mode!r}")
+    return ORIGINAL_PAD_ID if text_mode == "original" else PAD_ID
+
+
+def original_clean(text: str) -> str:
+    """EfficientSAM3's text cleaning before BPE: ftfy (when installed), HTML unescaped twice, stripped.
+
+    Lowercasing and whitespace collapsing follow in the shared normalizer. ftfy is optional: without it
+    the original code also skips it (with a warning); its effect is limited to mojibake and odd Unicode.
+    """
+    fix = _ftfy_fix_text()
+    if fix is not None:
+        text = fix(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _ftfy_fix_text():  # -> Callable[[str], str] | None
+    try:
+        import ftfy
+    except ImportError:
+        return None
+    return ftfy.fix_text
+
+
 def encode_batch(
-    texts: Sequence[str], context_length: int, pad_id: int = PAD_ID, backend: _HFTokenizer | None = None
+    texts: Sequence[str],
+    context_length: int,
+    text_mode: str = "transformers",
+    backend: _HFTokenizer | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Tokenize N prompts to ``BOS ... EOS`` padded with ``pad_id`` to ``context_length``.
+    """Tokenize N prompts to ``BOS ... EOS`` padded to ``context_length`` as ``text_mode`` pads.
 
     ``backend`` defaults to ``bpe_backend()``; the ONNX runtime passes the ``tokenizer.json`` it
     loaded from an export directory (the same tokenizer, saved).
 
     Returns:
-        ``input_ids`` [N, L] int64, ``attention_mask`` [N, L] int64 (1 on BOS..EOS, 0 on padding), and
-        the indices of the prompts that were longer than L and truncated (to L tokens ending in EOS).
+        ``input_ids`` [N, L] int64, ``attention_mask`` [N, L] int64 (1 on BOS..EOS, 0 on padding; in
+        ``original`` mode ``ids != 0``, as the original detector masks, which also drops a real "!"
+        token, id 0), and the indices of the prompts that were longer than L and truncated (to L tokens
+        ending in EOS).
 
     Raises:
         TypeError: a prompt is not a str.
-        ValueError: a prompt is empty or whitespace only.
+        ValueError: a prompt is empty or whitespace only; an unknown ``text_mode``.
     """
+    pad_id = pad_id_for(text_mode)
     for i, text in enumerate(texts):
         if not isinstance(text, str):
             raise TypeError(f"text[{i}] must be a str, got {type(text).__name__}")
@@ -115,7 +158,8 @@ def encode_batch(
     mask = np.zeros((len(texts), context_length), dtype=np.int64)
     truncated: list[int] = []
     backend = backend or bpe_backend()
-    for i, enc in enumerate(backend.encode_batch(list(texts))):
+    cleaned = [original_clean(t) for t in texts] if text_mode == "original" else list(texts)
+    for i, enc in enumerate(backend.encode_batch(cleaned)):
         row = enc.ids
         if len(row) <= 2:  # BOS + EOS only: nothing but whitespace
             raise ValueError(f"text[{i}] is empty or whitespace only: {texts[i]!r}")
@@ -124,6 +168,8 @@ def encode_batch(
             truncated.append(i)
         ids[i, : len(row)] = row
         mask[i, : len(row)] = 1
+    if text_mode == "original":
+        mask = (ids != ORIGINAL_PAD_ID).astype(np.int64)
     return ids, mask, truncated
 
 
@@ -132,5 +178,14 @@ def truncation_warning(texts: Sequence[str], truncated: list[int], context_lengt
     first = truncated[0]
     return (
         f"{len(truncated)} prompt(s) longer than the context length {context_length} were truncated "
-        f"(first: text[{first}] = {texts[first]!r})"
+        f"(first: text[{first}] = {preview(texts[first])!r})"
     )
+
+
+def preview(text: str, limit: int = 40) -> str:
+    """The start of a long prompt for a message, cut at a word: ``"a dog that runs ..."``."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    return (head.rsplit(" ", 1)[0] if " " in head else head) + " ..."

@@ -27,15 +27,30 @@ import torch
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvF
 
-from ..portable.images import ImageSettings, load_image, to_rgb_array, upright_rgb
+from ..portable.images import (
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    ImageSettings,
+    ImageTooLargeError,
+    image_size,
+    load_image,
+    open_image,
+    to_rgb_array,
+    upright_rgb,
+)
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
 
 __all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
     "ImageInput",
     "ImageSettings",
+    "ImageTooLargeError",
     "as_image_list",
+    "image_size",
     "load_image",
+    "open_image",
     "preprocess_images",
     "to_rgb_tensor",
     "upright_rgb",

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 PROCESSOR_CONFIG = "processor_config.json"
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
+MODEL_CONFIG = "config.json"  # read for the text mode and the position-table length
+CONTEXT_LENGTH = 32  # transformers' processor pads every prompt to 32 tokens
+ORIGINAL_CONTEXT_LENGTH = 16  # the released LiteText files' position table (the ``ctx16`` files)
 _REPO_ID = re.compile(r"(?:[\w-][\w.-]*/)?[\w-][\w.-]*")  # "org/name" or a legacy "name"
 
 BoxesInput = Sequence[Sequence[Sequence[float]] | None] | torch.Tensor | np.ndarray
@@ -74,28 +77,41 @@ class Processor:
 
     Args:
         image_size: side (or (height, width)) of ``pixel_values``; 1008 for the released checkpoints.
-        context_length: L, the padded token length (32).
+        context_length: L, the padded token length: 32 by default; in ``original`` text mode it must be
+            the checkpoint's position-table length (default 16, that of the released LiteText files).
         image_settings: full image settings (size, mean, std); overrides ``image_size`` when given.
+        text_mode: ``"transformers"`` or ``"original"`` (see ``sam3lite.processing.tokenizer``); must
+            match the model's ``text_mode``.
     """
 
     def __init__(
         self,
         image_size: int | tuple[int, int] = 1008,
-        context_length: int = 32,
+        context_length: int | None = None,
         image_settings: ImageSettings | None = None,
+        text_mode: str = "transformers",
     ) -> None:
         if image_settings is None:
             size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
             image_settings = ImageSettings(size=size)  # type: ignore[arg-type]
         self.image_settings = image_settings
-        self.tokenizer = Tokenizer(context_length)
+        if context_length is None:
+            context_length = ORIGINAL_CONTEXT_LENGTH if text_mode == "original" else CONTEXT_LENGTH
+        self.tokenizer = Tokenizer(context_length, text_mode)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(image_size={self.image_settings.size}, context_length={self.context_length})"
+        return (
+            f"{type(self).__name__}(image_size={self.image_settings.size}, context_length={self.context_length}, "
+            f"text_mode={self.text_mode!r})"
+        )
 
     @property
     def context_length(self) -> int:
         return self.tokenizer.context_length
+
+    @property
+    def text_mode(self) -> str:
+        return self.tokenizer.text_mode
 
     # -----------------------------------------------------------------------------------------
     # Loading and saving
@@ -106,7 +122,8 @@ class Processor:
         cls,
         path_or_name: str | os.PathLike,
         *,
-        context_length: int = 32,
+        context_length: int | None = None,
+        text_mode: str | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool = False,
@@ -118,10 +135,13 @@ class Processor:
         ``preprocessor_config.json``; missing files mean the defaults. Tokenizer files are not needed: the
         CLIP vocabulary ships with sam3lite. For a hub name the two files are downloaded when the hub is
         reachable; offline, a cached copy or the defaults are used, without error.
+
+        ``text_mode`` None takes the checkpoint's own (``config.json``, default ``"transformers"``); in
+        ``original`` mode the context length is the checkpoint's position-table length.
         """
         local = Path(path_or_name)
         if local.is_dir():
-            files = {name: local / name for name in (PROCESSOR_CONFIG, PREPROCESSOR_CONFIG)}
+            files = {name: local / name for name in (PROCESSOR_CONFIG, PREPROCESSOR_CONFIG, MODEL_CONFIG)}
             found = {name: path for name, path in files.items() if path.is_file()}
         elif local.exists() or not _REPO_ID.fullmatch(str(path_or_name)):
             raise FileNotFoundError(f"{path_or_name!s} is neither a checkpoint directory nor a hub repo id (org/name)")
@@ -133,7 +153,13 @@ class Processor:
         if PROCESSOR_CONFIG in found:
             # transformers >= 5 nests the image processor's settings in processor_config.json.
             settings = _read_json(found[PROCESSOR_CONFIG]).get("image_processor", settings)
-        return cls(context_length=context_length, image_settings=ImageSettings.from_hf_dict(settings))
+        model = _detector_config(_read_json(found[MODEL_CONFIG])) if MODEL_CONFIG in found else {}
+        text_mode = text_mode or model.get("text_mode", "transformers")
+        if context_length is None and text_mode == "original":
+            context_length = (model.get("text_config") or {}).get("max_position_embeddings", ORIGINAL_CONTEXT_LENGTH)
+        return cls(
+            context_length=context_length, image_settings=ImageSettings.from_hf_dict(settings), text_mode=text_mode
+        )
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``processor_config.json`` and ``preprocessor_config.json`` in the transformers layout."""
@@ -260,7 +286,7 @@ def _hub_files(
 
     found: dict[str, Path] = {}
     online = not (local_files_only or constants.HF_HUB_OFFLINE)
-    for name in (PROCESSOR_CONFIG, PREPROCESSOR_CONFIG):
+    for name in (PROCESSOR_CONFIG, PREPROCESSOR_CONFIG, MODEL_CONFIG):
         cache_only = not online
         if online:
             try:
@@ -279,6 +305,12 @@ def _hub_files(
         except Exception as err:  # not cached or not downloadable: the defaults apply
             logger.info("%s of %s unavailable (%s); using defaults", name, repo_id, err)
     return found
+
+
+def _detector_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The detector part of a ``config.json`` (a ``sam3_video`` config nests it in ``detector_config``)."""
+    inner = config.get("detector_config")
+    return inner if isinstance(inner, dict) else config
 
 
 def _as_sizes(sizes: Sequence[Sequence[int]] | torch.Tensor) -> torch.Tensor:
@@ -375,7 +407,8 @@ def prepare_boxes(
             xyxy[j, k] = torch.tensor(inside, dtype=torch.float32)
             out_labels[j, k] = int(label)
     if clipped:
-        warnings.warn(f"{len(clipped)} box(es) extend outside their image and were clipped: {clipped}", stacklevel=3)
+        shown = ", ".join(clipped[:3]) + (", ..." if len(clipped) > 3 else "")
+        warnings.warn(f"{len(clipped)} box(es) extend outside their image and were clipped: {shown}", stacklevel=3)
 
     # Normalize real rows by (W, H), then xyxy -> cxcywh for every row, padding included (as the reference).
     real = (out_labels != BOX_PAD)[..., None]

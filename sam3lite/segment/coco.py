@@ -3,7 +3,8 @@
 ``results.json`` is the COCO results format (a list of ``{"image_id", "category_id", "segmentation",
 "bbox", "score"}``, bbox xywh in pixels, segmentation compressed RLE). ``images.json`` is a COCO
 dataset without annotations (``images`` with id, file_name, width, height, and ``categories`` with
-id and prompt), so ``COCO("images.json").loadRes("results.json")`` works as is.
+id and prompt), so ``COCO("images.json").loadRes("results.json")`` works as is, except when nothing
+was found: pycocotools' ``loadRes`` raises IndexError on an empty list, and ``load_results`` does not.
 """
 
 from __future__ import annotations
@@ -101,3 +102,25 @@ def _read_record(out_dir: Path, item: ImageItem, report: MergeReport) -> dict[st
 def _write_images(out_dir: Path, images: list[dict[str, Any]], prompts: Prompts) -> None:
     categories = [{"id": cid, "name": text} for text, cid in zip(prompts.texts, prompts.category_ids, strict=True)]
     atomic_write_json(out_dir / "images.json", {"images": images, "categories": categories, "annotations": []})
+
+
+def load_results(images: Any, results: str | os.PathLike | list[dict[str, Any]]) -> Any:
+    """``images.loadRes(results)`` for a pycocotools ``COCO`` (``images.json`` or the dataset's own
+    annotations), also when ``results`` is empty: pycocotools refuses an empty list (IndexError),
+    while an empty result set is what a run that found nothing has, and ``COCOeval`` scores it.
+    """
+    from pycocotools.coco import COCO
+
+    if isinstance(results, (str, os.PathLike)):
+        with open(results, encoding="utf-8") as fh:
+            results = json.load(fh)
+    if results:
+        return images.loadRes(results)
+    empty = COCO()
+    empty.dataset = {
+        "images": list(images.dataset.get("images", [])),
+        "categories": list(images.dataset.get("categories", [])),
+        "annotations": [],
+    }
+    empty.createIndex()
+    return empty

@@ -6,7 +6,6 @@ of pixels, and the run logs it and goes on.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -86,13 +85,6 @@ def collate(samples: list[Sample]) -> Batch:
     for sample in samples:
         sample.pixels = None  # only the stacked copy travels
     return Batch(samples, pixel_values)
-
-
-def default_workers() -> int:
-    """Loader processes per rank: the CPU cores this rank may use, less one for the model, at most 4."""
-    cores = os.cpu_count() or 1
-    per_rank = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    return max(0, min(4, per_rank - 1))
 
 
 def make_loader(dataset: ImageDataset, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..processing.images import image_size
 from .inputs import read_listed_lines
 
 VISUAL_PROMPT = "visual"  # the text the model pairs with box-only prompts
@@ -88,3 +89,39 @@ def build_prompts(
     if box_list:
         return Prompts([VISUAL_PROMPT], [1], box_list, labels)
     raise ValueError("nothing to look for: give --prompt TEXT (or --prompts-file, or --box)")
+
+
+def check_boxes(prompts: Prompts, paths: Sequence[str]) -> list[str]:
+    """``--box`` against every image's size (read from its header), before any work.
+
+    Returns one warning per box that sticks out of some images (it is clipped there). Unreadable
+    images are left to fail when they are read.
+
+    Raises:
+        ValueError: a box lies wholly outside an image (the message names ``--box`` and the image).
+    """
+    if not prompts.boxes:
+        return []
+    labels = prompts.box_labels or [1] * len(prompts.boxes)
+    texts = [box_text(box, label) for box, label in zip(prompts.boxes, labels, strict=True)]
+    clipped = [0] * len(prompts.boxes)
+    for path in paths:
+        try:
+            height, width = image_size(path)
+        except (OSError, ValueError):
+            continue
+        for j, (x1, y1, x2, y2) in enumerate(prompts.boxes):
+            inside = (max(x1, 0.0), max(y1, 0.0), min(x2, float(width)), min(y2, float(height)))
+            if not (inside[2] > inside[0] and inside[3] > inside[1]):
+                raise ValueError(f"--box {texts[j]} lies outside image {path} ({width}x{height} pixels)")
+            clipped[j] += inside != (x1, y1, x2, y2)
+    return [
+        f"--box {text} extends past the edge of {count} of {len(paths)} image(s) and is clipped there"
+        for text, count in zip(texts, clipped, strict=True)
+        if count
+    ]
+
+
+def box_text(box: Sequence[float], label: int) -> str:
+    """A box as the user wrote it: ``-50,-20,200,220`` (``,neg`` for a negative one)."""
+    return ",".join(f"{v:g}" for v in box) + ("" if label else ",neg")

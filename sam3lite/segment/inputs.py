@@ -3,12 +3,16 @@
 Every rank builds the same list from the same arguments (sorted by output name), so shards agree
 without any exchange. Arguments may be:
 
-- an image file (any extension: the user asked for it; a missing one fails like a corrupt one);
+- an image file (any extension: the user asked for it);
 - a folder: every file with an image extension below it, recursively (hidden entries, and overlays
   that sam3lite wrote into the output folder, are skipped);
 - a glob (``"photos/**/*.jpg"``, quoted so that the shell leaves it alone);
 - a text file (``.txt``) listing images, one per line, relative to the list's folder; ``#`` comments;
 - a COCO dataset json (``.json`` with an ``images`` list): see ``coco_dataset``.
+
+An argument that names nothing (a missing file, a folder without images, a glob that matches none,
+an empty list) is a usage error: the run stops before it starts. Images listed in a list or a
+dataset that turn out missing or unreadable fail one by one while the others are processed.
 
 Output names: the image's path relative to the common folder of all arguments, without extension,
 with ``/`` replaced by ``__`` (``a/x.jpg`` -> ``a__x``). Images that would still share a name keep
@@ -24,14 +28,14 @@ import json
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".jfif"}
-)
+from ..processing.images import IMAGE_EXTENSIONS
+
 LIST_EXTENSIONS = frozenset({".txt", ".lst"})
-RESERVED_NAMES = frozenset({"results", "images", "summary", "errors"})  # run-level files in the output folder
+# Run-level files in the output folder (results.json, ..., run.json); an image of such a name keeps its extension.
+RESERVED_NAMES = frozenset({"results", "images", "summary", "errors", "run"})
 OVERLAY_SUFFIX = ".overlay.png"
 _GLOB_CHARS = frozenset("*?[")
 
@@ -52,10 +56,9 @@ class ImageItem:
 
 @dataclass
 class Inputs:
-    """The images of a run plus the arguments that yielded none (reported, and the exit code is 1)."""
+    """The images of a run (and a COCO dataset's categories)."""
 
     items: list[ImageItem]
-    problems: list[str] = field(default_factory=list)
     categories: list[tuple[int, str]] | None = None  # a COCO dataset's (id, name), when one was given
 
 
@@ -71,6 +74,9 @@ def discover(arguments: Sequence[str], out_dir: str | os.PathLike, image_root: s
     """Expand the command-line arguments into a sorted, uniquely named image list.
 
     ``image_root`` is where a COCO dataset's ``file_name`` entries live (default: the json's folder).
+
+    Raises:
+        ValueError: an argument that yields no image (all of them named in one line).
     """
     if not arguments:
         raise ValueError("no images given")
@@ -87,8 +93,10 @@ def discover(arguments: Sequence[str], out_dir: str | os.PathLike, image_root: s
         found.extend(paths)
         if problem:
             problems.append(problem)
+    if problems:
+        raise ValueError("; ".join(problems))
     unique = list(dict.fromkeys(found))  # the same file named twice is one image
-    return Inputs(items=number(name_images(unique)), problems=problems)
+    return Inputs(items=number(name_images(unique)))
 
 
 def coco_dataset(json_path: str, image_root: str | None = None) -> Inputs:
@@ -111,8 +119,9 @@ def coco_dataset(json_path: str, image_root: str | None = None) -> Inputs:
     named = name_images((path, root) for path in ids)
     items = [ImageItem(path=path, name=name, image_id=ids[path]) for path, name in named]
     categories = [(int(c["id"]), str(c["name"])) for c in data.get("categories", []) if "id" in c and "name" in c]
-    problems = [] if items else [f"{json_path}: the dataset lists no images"]
-    return Inputs(items=items, problems=problems, categories=categories or None)
+    if not items:
+        raise ValueError(f"{json_path}: the dataset lists no images")
+    return Inputs(items=items, categories=categories or None)
 
 
 def _expand(argument: str, skip: str) -> tuple[list[tuple[str, str]], str | None]:
@@ -128,7 +137,9 @@ def _expand(argument: str, skip: str) -> tuple[list[tuple[str, str]], str | None
         matches = [p for p in matches if not is_own_output(p, skip)]
         root = glob_root(argument)
         return [(p, root) for p in matches], None if matches else f"{argument}: no images match this pattern"
-    # A plain file, or a missing one: it fails when read, reported by name like a corrupt image.
+    if not os.path.exists(argument):
+        return [], f"{argument}: no such file or folder"
+    # A file of any type: the user asked for it; an unreadable one fails when read, like a corrupt image.
     return [(argument, os.path.dirname(argument) or ".")], None
 
 

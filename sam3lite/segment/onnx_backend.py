@@ -1,8 +1,9 @@
 """``sam3lite segment --backend onnx``: the run's predictor is an ``OnnxPredictor`` on an export folder.
 
 Everything else of the run (inputs, decoding, outputs, resume) is shared with the PyTorch backend.
-The export fixes the model's precision, so ``--dtype`` and ``--quantize`` are refused here; a
-quantized export is made with ``sam3lite export onnx --quantize int8``.
+The export fixes the model's precision and text mode, so ``--dtype``, ``--quantize`` and a
+``--text-mode`` other than the export's are refused here; a quantized export is made with
+``sam3lite export onnx --quantize int8``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..onnx import OnnxPredictor
+from ..portable.manifest import Manifest
 
 PROVIDERS = {
     "auto": None,  # ONNX Runtime's order of what is installed (CUDA / TensorRT first when present)
@@ -19,8 +23,8 @@ PROVIDERS = {
 }
 
 
-def load_onnx(options: Any, texts: list[str]) -> tuple[OnnxPredictor, dict[str, Any]]:
-    """The predictor of an ONNX export (``options.model``) with every prompt's text encoded once."""
+def check_onnx_options(options: Any) -> torch.dtype:
+    """Refuse the options an ONNX export fixed (before anything is loaded); returns the export's dtype."""
     if options.dtype != "auto":
         raise ValueError("--dtype does not apply to --backend onnx: the export fixed it (sam3lite export onnx --dtype)")
     if options.quantize:
@@ -31,12 +35,37 @@ def load_onnx(options: Any, texts: list[str]) -> tuple[OnnxPredictor, dict[str, 
         raise ValueError(f"--backend onnx runs on {', '.join(PROVIDERS)}, not --device {options.device}")
     if not Path(options.model).is_dir():
         raise ValueError(f"--backend onnx needs --model DIR, an ONNX export folder; {options.model!r} is not a folder")
+    manifest = Manifest.read(options.model)  # ManifestError is a ValueError: a usage error
+    exported = manifest.text.get("text_mode", "transformers")
+    if options.text_mode is not None and options.text_mode != exported:
+        raise ValueError(
+            f"--text-mode {options.text_mode} does not apply to this export: it was made in text mode {exported} "
+            "(export again from a model loaded with that text mode)"
+        )
+    return getattr(torch, manifest.dtype)
+
+
+def load_onnx(options: Any, texts: list[str], threads: int | None = None) -> tuple[OnnxPredictor, dict[str, Any]]:
+    """The predictor of an ONNX export (``options.model``) with every prompt's text encoded once.
+
+    ``threads``: ONNX Runtime's intra-op threads (the run's CPU plan); None: ONNX Runtime's default.
+    """
+    check_onnx_options(options)
     try:
+        session_options = None
+        if threads:
+            import onnxruntime
+
+            session_options = onnxruntime.SessionOptions()
+            session_options.intra_op_num_threads = threads
         predictor = OnnxPredictor(
-            options.model, providers=PROVIDERS[options.device], text_cache_size=max(1024, len(texts))
+            options.model,
+            providers=PROVIDERS[options.device],
+            text_cache_size=max(1024, len(texts)),
+            session_options=session_options,
         )
     except ImportError as err:
-        raise ValueError(str(err)) from err
+        raise ValueError(f"--backend onnx needs onnxruntime ({err}): pip install sam3lite[onnx]") from err
     predictor.text_features(texts)
     manifest = predictor.manifest
     info = {
@@ -44,6 +73,7 @@ def load_onnx(options: Any, texts: list[str]) -> tuple[OnnxPredictor, dict[str, 
         "backend": "onnx",
         "providers": predictor.providers,
         "dtype": manifest.dtype,
+        "text_mode": manifest.text.get("text_mode", "transformers"),
     }
     if manifest.quantize:
         info["quantize"] = manifest.quantize

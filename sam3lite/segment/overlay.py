@@ -24,7 +24,7 @@ def colour(index: int) -> tuple[int, int, int]:
 
 
 @functools.lru_cache(maxsize=8)
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)  # scalable where Pillow has FreeType
     except (TypeError, OSError, ImportError):
@@ -38,19 +38,19 @@ def draw_overlay(rgb: np.ndarray, results: Sequence[PromptResult]) -> Image.Imag
     """
     instances = [(r.prompt, s, b) for r in results for s, b in zip(r.scores, r.boxes, strict=True)]
     colours = [colour(i) for i in range(len(instances))]
-    picture = Image.fromarray(_tint(rgb, [r.masks for r in results], colours))
+    picture = Image.fromarray(tint_masks(rgb, [r.masks for r in results], colours))
     draw = ImageDraw.Draw(picture)
     height, width = rgb.shape[:2]
     line = max(2, round(min(height, width) / 250))
-    font = _font(max(11, round(min(height, width) / 40)))
+    font = label_font(max(11, round(min(height, width) / 40)))
     for (prompt, score, box), tint in zip(instances, colours, strict=True):
         x1, y1, x2, y2 = (float(v) for v in box)
         draw.rectangle((x1, y1, x2, y2), outline=tint, width=line)
-        _label(draw, (x1, y1), f"{prompt} {float(score):.2f}", tint, font, width)
+        draw_label(draw, (x1, y1), f"{prompt} {float(score):.2f}", tint, font, width)
     return picture
 
 
-def _tint(rgb: np.ndarray, masks: Sequence[torch.Tensor], colours: list[tuple[int, int, int]]) -> np.ndarray:
+def tint_masks(rgb: np.ndarray, masks: Sequence[torch.Tensor], colours: list[tuple[int, int, int]]) -> np.ndarray:
     """Blend each pixel with the colour of the top-most mask covering it, in one pass over the image
     (blending mask by mask costs a full-image operation per instance)."""
     if not colours:
@@ -65,7 +65,7 @@ def _tint(rgb: np.ndarray, masks: Sequence[torch.Tensor], colours: list[tuple[in
     return np.where(covered[..., None], blended.round().clip(0, 255).astype(np.uint8), rgb)
 
 
-def _label(draw: ImageDraw.ImageDraw, at: tuple[float, float], text: str, tint, font, image_width: int) -> None:
+def draw_label(draw: ImageDraw.ImageDraw, at: tuple[float, float], text: str, tint, font, image_width: int) -> None:
     """Text on a filled tab above the box corner (inside the image when the box touches the top)."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     w, h = right - left + 4, bottom - top + 4

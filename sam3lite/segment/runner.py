@@ -2,15 +2,18 @@
 
 Order of work, the same on every rank:
 
-1. check the arguments and list the images (cheap, before anything is loaded, so mistakes fail fast);
+1. check the arguments, list the images, check ``--box`` against their sizes, and check that the
+   output folder is new, empty or an earlier run with the same settings (``outdir``): cheap, before
+   anything is loaded or written, so mistakes fail fast and leave nothing behind;
 2. load the model, compute the text features of all prompts once;
-3. join the other ranks; rank 0 prepares the output folder and decides which images are done;
+3. join the other ranks; rank 0 prepares the output folder (``run.json`` first) and decides which
+   images are done;
 4. process this rank's shard of the pending images: DataLoader workers decode ahead, a batch of images
    goes through the image encoder at once, all prompts of an image go through the heads together;
 5. rank 0 waits for all ranks, merges ``results.json`` / ``images.json`` and writes ``summary.json``.
 
-Exit code: 0 when every image has its outputs, 1 when some image or argument failed (named on
-stderr and in ``errors.jsonl``), 2 for a usage error (raised as ``ValueError`` before any work).
+Exit code: 0 when every image has its outputs, 1 when some image failed (named on stderr and in
+``errors.jsonl``), 2 for a usage error (raised as ``ValueError`` before anything is written).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import hashlib
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,15 +30,24 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from .. import runtime
 from ..modeling.vision import VisionFeatures
 from ..onnx import OnnxPredictor
 from ..predictor import Predictor
 from . import distributed
 from .coco import merge
-from .data import Batch, ImageDataset, Sample, default_workers, make_loader
-from .dataset import Prompts, build_prompts
+from .data import Batch, ImageDataset, Sample, make_loader
+from .dataset import Prompts, build_prompts, check_boxes
 from .distributed import ProgressCounter, Ranks
 from .inputs import ImageItem, Inputs, discover, shard
+from .outdir import (
+    FolderState,
+    add_to_manifest,
+    compact_manifest,
+    inspect_folder,
+    model_fingerprint,
+    write_run_file,
+)
 from .overlay import draw_overlay
 from .summary import RankStats, summarize, summary_line
 from .writer import (
@@ -65,6 +78,7 @@ class SegmentOptions:
     mask_threshold: float = 0.5
     device: str = "auto"
     dtype: str = "auto"
+    text_mode: str | None = None  # None: the checkpoint's own (see sam3lite.load)
     quantize: str | None = None  # "int8": int8 image encoder on a float32 CPU model
     batch_size: int | None = None
     workers: int | None = None
@@ -85,25 +99,57 @@ class _Run:
     prompts: Prompts
     predictor: Predictor | OnnxPredictor
     errors: ErrorLog
+    settings: dict[str, Any]  # what shaped the outputs: run.json's "settings"
+    model: dict[str, str]  # run.json's "model": the name asked for and the files it resolved to
+    cpu: _CpuPlan
+
+
+@dataclass
+class _CpuPlan:
+    """Torch threads and loader workers planned together (``runtime.cpu_budget``), and its inputs."""
+
+    threads: int
+    workers: int
+    busy: float  # cores other processes used at the start
+    ceiling: int  # torch's threads before the run: never more than that
 
 
 def run(options: SegmentOptions) -> int:
     """Run the whole command; returns the exit code (usage errors raise ``ValueError``)."""
+    busy = runtime.busy_cores()  # measured first, before anything of ours runs
+    saved_threads = torch.get_num_threads()
+    try:
+        return _run(options, busy, saved_threads)
+    finally:
+        torch.set_num_threads(saved_threads)  # a caller in this process keeps its own setting
+
+
+def _run(options: SegmentOptions, busy: float, ceiling: int) -> int:
+    from ..checkpoints import resolve
+
     started = time.perf_counter()
     ranks = distributed.from_environment()
     _check_options(options)
     inputs = discover(options.inputs, options.out, options.image_root)
     prompts = build_prompts(options.prompts, options.prompts_file, options.boxes, inputs.categories)
     _check_inputs_stay_untouched(options, inputs.items)
-    if not inputs.items:
+    for warning in check_boxes(prompts, [item.path for item in inputs.items]):
         if ranks.main:
-            _report_problems(inputs.problems)
-        return 1
-    predictor, run_info = _load(options, prompts)
-    work = _Run(options, ranks, inputs, prompts, predictor, ErrorLog(options.out / "errors.jsonl"))
+            print(f"{PREFIX}: warning: {warning}", file=sys.stderr)
+    device, dtype = _device_and_dtype(options)
+    threads, workers = runtime.cpu_budget(options.workers, device, _ranks_here(), busy, ceiling)
+    torch.set_num_threads(threads)  # from here on: model loading and text features too
+    model_path = resolve(options.model)
+    settings = run_settings(options, prompts, dtype, model_path)
+    model = {"name": str(options.model), "path": os.path.abspath(model_path)}
+    folder = inspect_folder(options.out, inputs.items, settings, options.overwrite, model)
+    predictor, run_info = _load(options, prompts, model_path, device, dtype)
+    errors = ErrorLog(options.out / "errors.jsonl")
+    cpu = _CpuPlan(threads, workers, busy, ceiling)
+    work = _Run(options, ranks, inputs, prompts, predictor, errors, settings, model, cpu)
     distributed.start(ranks)
     try:
-        own_mask = _prepare_output(work) if ranks.main else None
+        own_mask = _prepare_output(work, folder) if ranks.main else None
         mask = distributed.share_done_mask(ranks, own_mask, _fingerprint(inputs.items))
         stats = _process(work, mask)
         everyone = distributed.gather(ranks, stats)
@@ -112,6 +158,25 @@ def run(options: SegmentOptions) -> int:
         return _finish(work, everyone, time.perf_counter() - started, run_info)
     finally:
         distributed.stop(ranks)
+
+
+def run_settings(options: SegmentOptions, prompts: Prompts, dtype: torch.dtype, model_path: Path) -> dict[str, Any]:
+    """Everything that shapes the outputs, as recorded in ``run.json`` (see ``outdir``); a rerun with
+    other values is refused. A new option that changes results adds its key here (and, if older runs
+    had it in effect implicitly, its value to ``outdir.SETTING_DEFAULTS``)."""
+    return {
+        "model": model_fingerprint(model_path),
+        "dtype": str(dtype).removeprefix("torch."),
+        "quantize": options.quantize,
+        "backend": options.backend,
+        "text_mode": options.text_mode,  # None: the checkpoint's own, which the model fingerprint covers
+        "threshold": options.threshold,
+        "mask_threshold": options.mask_threshold,
+        "prompts": prompts.texts,
+        "category_ids": prompts.category_ids,
+        "boxes": prompts.boxes,
+        "box_labels": prompts.box_labels,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,22 +208,40 @@ def _check_inputs_stay_untouched(options: SegmentOptions, items: list[ImageItem]
             raise ValueError(f"output {path} would overwrite an input image; choose another --out folder")
 
 
-def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor | OnnxPredictor, dict[str, Any]]:
-    """Model on this rank's device, folded for inference; text features computed once, here."""
+def _ranks_here() -> int:
+    """Ranks on this machine (torchrun's ``LOCAL_WORLD_SIZE``): they share its cores."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def _device_and_dtype(options: SegmentOptions) -> tuple[torch.device, torch.dtype]:
+    """This rank's device and the model's dtype (``auto`` resolved; float32 for ``--quantize``).
+
+    With ``--backend onnx`` the export fixed the dtype, and the inputs are prepared on the CPU.
+    """
     if options.backend == "onnx":
-        from .onnx_backend import load_onnx
+        from .onnx_backend import check_onnx_options
 
-        return load_onnx(options, prompts.texts)
-    from ..checkpoints import load
-    from ..runtime import select_device, select_dtype
-
-    device = select_device(options.device)
-    dtype = select_dtype(options.dtype, device)
+        return torch.device("cpu"), check_onnx_options(options)
+    device = runtime.select_device(options.device)
+    dtype = runtime.select_dtype(options.dtype, device)
     if options.quantize:
         if device.type != "cpu":
             raise ValueError(f"--quantize {options.quantize} runs on the CPU, not {device} (add --device cpu)")
         dtype = torch.float32 if options.dtype == "auto" else dtype  # int8 products take float32 inputs
-    model = load(options.model, device=device, dtype=dtype).reparameterize()
+    return device, dtype
+
+
+def _load(
+    options: SegmentOptions, prompts: Prompts, path: Path, device: torch.device, dtype: torch.dtype
+) -> tuple[Predictor | OnnxPredictor, dict[str, Any]]:
+    """Model on this rank's device, folded for inference; text features computed once, here."""
+    if options.backend == "onnx":
+        from .onnx_backend import load_onnx
+
+        return load_onnx(options, prompts.texts, torch.get_num_threads())
+    from ..checkpoints import load
+
+    model = load(path, device=device, dtype=dtype, text_mode=options.text_mode).reparameterize()
     if options.quantize:
         model.quantize_image_encoder()
     # Cache every prompt: a dataset with more categories than the default cache would re-encode all
@@ -167,19 +250,29 @@ def _load(options: SegmentOptions, prompts: Prompts) -> tuple[Predictor | OnnxPr
         model, text_cache_size=max(1024, len(prompts.texts)), prompt_batch_size=options.prompt_batch_size
     )
     predictor.text_features(prompts.texts)
-    info = {"model": str(options.model), "device": str(device), "dtype": str(dtype).removeprefix("torch.")}
+    info = {
+        "model": str(options.model),
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "text_mode": model.text_mode,
+    }
     if options.quantize:
         info["quantize"] = options.quantize
     return predictor, info
 
 
-def _prepare_output(work: _Run) -> list[bool]:
-    """Rank 0, before anyone writes: create the folder, clear leftovers, decide what is done."""
+def _prepare_output(work: _Run, folder: FolderState) -> list[bool]:
+    """Rank 0, before anyone writes: create the folder, record the settings, clear leftovers, decide
+    what is done."""
+    from .. import __version__
+
     out = work.options.out
     out.mkdir(parents=True, exist_ok=True)
+    write_run_file(out, work.settings, work.model, __version__)
     remove_stale_temporaries(out)
     work.errors.reset()
-    _report_problems(work.inputs.problems)
+    if folder.changed:
+        print(f"{PREFIX}: new settings ({'; '.join(folder.changed)}): every image is redone", file=sys.stderr)
     if work.options.overwrite:
         return [False] * len(work.inputs.items)
     return done_mask(out, work.inputs.items, work.options.overlay)
@@ -191,11 +284,6 @@ def _fingerprint(items: list[ImageItem]) -> str:
     for item in items:
         digest.update(f"{item.name}\0{item.image_id}\n".encode())
     return digest.hexdigest()
-
-
-def _report_problems(problems: list[str]) -> None:
-    for problem in problems:
-        print(f"{PREFIX}: {problem}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,9 +299,13 @@ def _process(work: _Run, mask: list[bool]) -> RankStats:
     stats = RankStats(ranks.rank, skipped=len(shard(finished, ranks.rank, ranks.world_size)))
     device = _device(work.predictor)
     batch_size = options.batch_size or (8 if device.type == "cuda" else 1)
-    workers = default_workers() if options.workers is None else options.workers
+    cpu = work.cpu
     dataset = ImageDataset(mine, work.predictor.image_settings, keep_rgb=options.overlay)
-    loader = make_loader(dataset, batch_size, workers, pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, batch_size, cpu.workers, pin_memory=device.type == "cuda")
+    if loader.num_workers < cpu.workers:  # one batch needs no worker: the threads take its core
+        threads, _ = runtime.cpu_budget(loader.num_workers, device, _ranks_here(), cpu.busy, cpu.ceiling)
+        torch.set_num_threads(threads)
+    stats.threads, stats.workers = torch.get_num_threads(), loader.num_workers
     counter = ProgressCounter(ranks)
     bar = tqdm(
         total=len(mine),
@@ -295,15 +387,19 @@ def _segment_one(work: _Run, item: ImageItem, sample: Sample, vision: Any) -> in
     """All prompts on one image, outputs written; returns the number of detections."""
     options, prompts, predictor = work.options, work.prompts, work.predictor
     predictor.set_features(vision, sample.size)
-    results = predictor.predict(
-        text=prompts.texts,
-        boxes=prompts.boxes,
-        box_labels=prompts.box_labels,
-        threshold=options.threshold,
-        mask_threshold=options.mask_threshold,
-    )
+    with warnings.catch_warnings():
+        # Boxes that stick out were reported once for the whole run (``check_boxes``).
+        warnings.filterwarnings("ignore", message=r".*box\(es\) extend outside")
+        results = predictor.predict(
+            text=prompts.texts,
+            boxes=prompts.boxes,
+            box_labels=prompts.box_labels,
+            threshold=options.threshold,
+            mask_threshold=options.mask_threshold,
+        )
     record = image_record(item, sample.size, results, prompts)
     overlay = draw_overlay(sample.rgb.numpy(), results) if options.overlay and sample.rgb is not None else None
+    add_to_manifest(options.out, item.name)  # before the files: whatever exists of them is listed
     write_image_outputs(options.out, item, record, overlay)
     return len(record["detections"])
 
@@ -324,6 +420,7 @@ def _fail(work: _Run, item: ImageItem, message: str, stats: RankStats, bar: tqdm
 def _finish(work: _Run, stats: list[RankStats], wall_seconds: float, run_info: dict[str, Any]) -> int:
     options = work.options
     report = merge(options.out, work.inputs.items, work.prompts)
+    compact_manifest(options.out)
     info = {**run_info, "prompts": work.prompts.texts, "threshold": options.threshold}
     summary = summarize(stats, report, len(work.inputs.items), wall_seconds, info)
     atomic_write_json(options.out / "summary.json", summary)
@@ -340,5 +437,5 @@ def _finish(work: _Run, stats: list[RankStats], wall_seconds: float, run_info: d
             file=sys.stderr,
         )
     print(f"{PREFIX}: {summary_line(summary, str(options.out))}")
-    problems = failed or work.inputs.problems or report.unreadable or lost > 0
+    problems = failed or report.unreadable or lost > 0
     return 1 if problems else 0

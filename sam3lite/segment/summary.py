@@ -15,6 +15,7 @@ class RankStats:
 
     done: images processed now; failed: images that could not be; skipped: complete from before.
     seconds: time spent on its shard (model loading excluded).
+    threads, workers: torch's intra-op threads and the image-decoding processes it used.
     """
 
     rank: int
@@ -23,6 +24,8 @@ class RankStats:
     skipped: int = 0
     detections: int = 0
     seconds: float = 0.0
+    threads: int = 0
+    workers: int = 0
 
     @property
     def images_per_second(self) -> float:

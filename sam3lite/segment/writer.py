@@ -8,6 +8,8 @@ Layout of the output folder ``DIR``::
     DIR/images.json          COCO images + categories: image_id -> file, category_id -> prompt
     DIR/summary.json         counts and speed
     DIR/errors.jsonl         one line per image that failed in the latest run
+    DIR/run.json             the settings that made the outputs; DIR/manifest.txt: the names written
+                             (see ``outdir``: whose folder and files these are)
 
 Every file is written to a hidden temporary name and renamed into place, so a file that exists is
 complete; the per-image json is written after the overlay, so its presence marks the image done.
@@ -42,7 +44,7 @@ def overlay_path(out_dir: Path, item: ImageItem) -> Path:
 
 def output_paths(out_dir: Path, items: Iterable[ImageItem], overlay: bool) -> list[Path]:
     """Every file the run may write."""
-    paths = [out_dir / name for name in RUN_FILES]
+    paths = [out_dir / name for name in (*RUN_FILES, "run.json", "manifest.txt")]
     for item in items:
         paths.append(record_path(out_dir, item))
         if overlay:

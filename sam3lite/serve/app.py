@@ -1,7 +1,8 @@
 """``create_app``: the FastAPI application around one model.
 
-POST /v1/segment   image + prompts and/or boxes -> detections per prompt (JSON or multipart)
-GET  /v1/model     name, variant, device, dtype, limits
+POST /v1/segment          image + prompts and/or boxes -> detections per prompt (JSON or multipart)
+POST /v1/segment_object   image (or session) + clicks and/or a box per object -> masks per object
+GET  /v1/model            name, variant, device, dtype, tracker, limits
 GET  /healthz      liveness and queue depth
 GET  /             the web page (static files, no build step)
 """
@@ -9,6 +10,7 @@ GET  /             the web page (static files, no build step)
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import secrets
 import threading
@@ -26,22 +28,37 @@ from fastapi.staticfiles import StaticFiles
 
 from .. import __version__
 from ..checkpoints import Sam3LiteTextModel
-from ..checkpoints.variants import VARIANTS
+from ..checkpoints import variant_of as config_variant
 from ..predictor import Predictor
 from .cache import FeatureCache, content_key
 from .decode import decode_image, prepare_pixels
-from .errors import ApiError, from_predictor_error, install_handlers, log
+from .errors import ApiError, from_predictor_error, install_handlers, invalid, log
 from .masks import encode_masks
-from .parse import check_content_length, check_limits, parse_json, parse_multipart, read_body
+from .objects import check_in_image, unknown_session
+from .parse import (
+    OBJECTS,
+    SEGMENT,
+    BodyKind,
+    check_content_length,
+    check_limits,
+    check_object_limits,
+    parse_json,
+    parse_multipart,
+    read_body,
+)
 from .schemas import (
     ErrorResponse,
     Health,
     Limits,
     ModelInfo,
+    ObjectJSONRequest,
+    ObjectParams,
+    ObjectResponse,
     SegmentJSONRequest,
     SegmentParams,
     SegmentResponse,
 )
+from .sessions import SessionStore
 from .settings import ServeSettings
 from .worker import Job, ModelWorker, QueueFull, WorkResult
 
@@ -90,25 +107,40 @@ class Admission:
 
 
 class Service:
-    """The work behind ``POST /v1/segment``: decode (threads), model (worker), encode masks (threads)."""
+    """The work behind the POST endpoints: decode (threads), model (worker), encode masks (threads)."""
 
     def __init__(self, predictor: Predictor, settings: ServeSettings) -> None:
         self.predictor, self.settings = predictor, settings
         self.cache = FeatureCache(settings.image_cache_bytes, settings.image_cache_entries)
-        self.worker = ModelWorker(predictor, self.cache, capacity=settings.queue_size + 1)
+        self.sessions = SessionStore(settings.session_cache_bytes, settings.max_sessions, settings.session_ttl_s)
+        capacity = settings.queue_size + 1
+        self.worker = ModelWorker(predictor, self.cache, capacity, self.sessions, settings.max_points)
         self.admission = Admission(settings.queue_size, self.worker)
         self._decode_slots = threading.BoundedSemaphore(settings.decode_concurrency)
 
     async def segment(self, image: bytes, params: SegmentParams, started: float) -> Response:
         job, decode_ms = await run_in_threadpool(self._prepare, image, params)
+        work = await self._run(job)
+        body = await run_in_threadpool(self._response, job, params, work, decode_ms, started)
+        return Response(body, media_type="application/json")
+
+    async def segment_objects(self, image: bytes | None, params: ObjectParams, started: float) -> Response:
+        job, decode_ms = await run_in_threadpool(self._prepare_objects, image, params)
+        work = await self._run(job)
+        body = await run_in_threadpool(self._object_response, job, params, work, decode_ms, started)
+        return Response(body, media_type="application/json")
+
+    async def _run(self, job: Job) -> WorkResult:
         try:
             future = self.worker.submit(job)
         except QueueFull:
             raise self.admission.busy() from None
         try:
-            work = await asyncio.wrap_future(future)
+            return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
             future.cancel()  # the client went away: skip the job if it has not started
+            raise
+        except ApiError:  # the worker's own checks (an expired session, an unknown object)
             raise
         except ValueError as err:  # the predictor's input checks (e.g. a box outside this image)
             raise from_predictor_error(err) from err
@@ -117,10 +149,8 @@ class Service:
         except Exception as err:
             log.error("model worker failed", exc_info=err)
             raise ApiError(500, "internal", "internal server error (details are in the server log)") from err
-        body = await run_in_threadpool(self._response, job, params, work, decode_ms, started)
-        return Response(body, media_type="application/json")
 
-    def _prepare(self, image: bytes, params: SegmentParams) -> tuple[Job, float]:
+    def _prepare(self, image: bytes, params: SegmentParams | ObjectParams) -> tuple[Job, float]:
         """Hash; on a cache miss decode and resize too (a bounded number at once: they hold big arrays)."""
         t0 = time.perf_counter()
         key = content_key(image)
@@ -132,6 +162,32 @@ class Service:
             pixels, size = prepare_pixels(rgb, self.predictor.processor.image_settings)
         return Job(key, size, params, pixel_values=pixels), _ms(t0)
 
+    def _prepare_objects(self, image: bytes | None, params: ObjectParams) -> tuple[Job, float]:
+        """As ``_prepare``; a session may stand in for the image while its features are cached."""
+        t0 = time.perf_counter()
+        session = None
+        if params.session is not None:
+            session = self.sessions.session(params.session)
+            if session is None:
+                raise unknown_session(params.session)
+        if image is None:
+            cached = self.cache.get(session.key)  # check_object_limits: no image means a session
+            if cached is None:
+                raise ApiError(
+                    409,
+                    "image_not_cached",
+                    "image: the server no longer holds this session's image features; send the image again "
+                    "(with the session, to keep refining its objects)",
+                    field="image",
+                )
+            job, decode_ms = Job(session.key, cached.size, params, cached=cached), _ms(t0)
+        else:
+            if session is not None and content_key(image) != session.key:
+                raise invalid("session", "belongs to another image; leave it out to start a session on this one")
+            job, decode_ms = self._prepare(image, params)
+        check_in_image(params, job.size)
+        return job, decode_ms
+
     def _response(self, job: Job, params: SegmentParams, work: WorkResult, decode_ms: float, started: float) -> bytes:
         t0 = time.perf_counter()
         results = []
@@ -142,25 +198,67 @@ class Service:
                 for score, box, mask in zip(item.scores, item.boxes, masks, strict=True)
             ]
             results.append({"prompt": item.prompt, "detections": detections})
-        output_ms = _ms(t0)
-        height, width = job.size
         response = SegmentResponse.model_validate(
             {
-                "image": {"width": width, "height": height, "sha256": job.key},
+                "image": _image_info(job),
                 "output": params.output,
                 "results": results,
-                "timings": {
-                    "decode_ms": decode_ms,
-                    "queue_ms": work.queue_ms,
-                    "image_encoder_ms": work.image_encoder_ms,
-                    "prompts_ms": work.prompts_ms,
-                    "output_ms": output_ms,
-                    "total_ms": _ms(started),
-                    "image_cache_hit": work.cache_hit,
-                },
+                "timings": _timings(work, decode_ms, _ms(t0), started),
             }
         )
         return response.model_dump_json(exclude_none=True).encode()
+
+    def _object_response(
+        self, job: Job, params: ObjectParams, work: WorkResult, decode_ms: float, started: float
+    ) -> bytes:
+        t0 = time.perf_counter()
+        objects = []
+        for item in work.objects:
+            masks = encode_masks(item.masks, params.output)
+            objects.append(
+                {
+                    "object_id": item.object_id,
+                    "best": item.best,
+                    "masks": [
+                        {"iou_score": float(score), **mask} for score, mask in zip(item.iou_scores, masks, strict=True)
+                    ],
+                    "object_score": 1 / (1 + math.exp(-item.object_score_logit)),
+                    "object_score_logit": item.object_score_logit,
+                    "points": item.points.tolist(),
+                    "box": None if item.box is None else item.box.tolist(),
+                }
+            )
+        response = ObjectResponse.model_validate(
+            {
+                "image": _image_info(job),
+                "session": work.session,
+                "output": params.output,
+                "objects": objects,
+                "timings": _timings(work, decode_ms, _ms(t0), started),
+            }
+        )
+        # exclude_none would drop "box": null too; the masks' absent encodings are dropped by hand.
+        body = response.model_dump(mode="json")
+        for answer in body["objects"]:
+            answer["masks"] = [{k: v for k, v in mask.items() if v is not None} for mask in answer["masks"]]
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _image_info(job: Job) -> dict[str, Any]:
+    height, width = job.size
+    return {"width": width, "height": height, "sha256": job.key}
+
+
+def _timings(work: WorkResult, decode_ms: float, output_ms: float, started: float) -> dict[str, Any]:
+    return {
+        "decode_ms": decode_ms,
+        "queue_ms": work.queue_ms,
+        "image_encoder_ms": work.image_encoder_ms,
+        "prompts_ms": work.prompts_ms,
+        "output_ms": output_ms,
+        "total_ms": _ms(started),
+        "image_cache_hit": work.cache_hit,
+    }
 
 
 def create_app(predictor_or_model: Predictor | Sam3LiteTextModel, settings: ServeSettings | None = None) -> FastAPI:
@@ -179,7 +277,8 @@ def create_app(predictor_or_model: Predictor | Sam3LiteTextModel, settings: Serv
     app = FastAPI(
         title="sam3lite",
         version=__version__,
-        summary="SAM3-LiteText: every instance of a noun phrase (and/or exemplar boxes) as masks, boxes, scores.",
+        summary="SAM3-LiteText: every instance of a noun phrase (and/or exemplar boxes) as masks, boxes, scores; "
+        "the object at some clicks or in a box as masks (with SAM3's tracker).",
         lifespan=lifespan,
     )
     app.state.service = service
@@ -196,6 +295,12 @@ def create_app(predictor_or_model: Predictor | Sam3LiteTextModel, settings: Serv
             503: "Queue full (see Retry-After)",
         }.items()
     }
+    object_errors = {
+        **errors,
+        400: {"model": ErrorResponse, "description": "Malformed body, or the model has no tracker (code no_tracker)"},
+        404: {"model": ErrorResponse, "description": "Unknown or expired session or object_id"},
+        409: {"model": ErrorResponse, "description": "The session's image is no longer held: send it again"},
+    }
 
     @app.post(
         "/v1/segment",
@@ -210,9 +315,28 @@ def create_app(predictor_or_model: Predictor | Sam3LiteTextModel, settings: Serv
         check_content_length(request, settings.max_body_bytes)
         with service.admission.slot():
             body = await read_body(request, settings.max_body_bytes)
-            image, params = await parse_body(request, body)
+            image, params = await parse_body(request, body, SEGMENT)
             check_limits(params, settings)
             return await service.segment(image, params, started)
+
+    @app.post(
+        "/v1/segment_object",
+        response_model=ObjectResponse,
+        responses=object_errors,
+        dependencies=auth,
+        openapi_extra={"requestBody": object_request_body()},
+        summary="Segment the object at these clicks or in this box; refine it with more clicks",
+    )
+    async def segment_object(request: Request) -> Response:
+        started = time.perf_counter()
+        if not predictor.model.has_tracker:
+            raise no_tracker(settings.model_name)
+        check_content_length(request, settings.max_body_bytes)
+        with service.admission.slot():
+            body = await read_body(request, settings.max_body_bytes)
+            image, params = await parse_body(request, body, OBJECTS)
+            check_object_limits(image, params, settings)
+            return await service.segment_objects(image, params, started)
 
     @app.get("/v1/model", response_model=ModelInfo, responses=errors, dependencies=auth)
     async def model() -> ModelInfo:
@@ -226,6 +350,7 @@ def create_app(predictor_or_model: Predictor | Sam3LiteTextModel, settings: Serv
             queue_waiting=service.worker.waiting,
             queue_capacity=service.admission.capacity,
             image_cache_entries=len(service.cache),
+            sessions=len(service.sessions),
         )
         return JSONResponse(health.model_dump(), status_code=200 if alive else 503)
 
@@ -237,18 +362,27 @@ def create_app(predictor_or_model: Predictor | Sam3LiteTextModel, settings: Serv
     return app
 
 
-async def parse_body(request: Request, body: bytes) -> tuple[bytes, SegmentParams]:
+async def parse_body(request: Request, body: bytes, kind: BodyKind) -> tuple[Any, Any]:
     """Dispatch on Content-Type: JSON (base64 image) or multipart (file upload)."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == "application/json":
-        return await run_in_threadpool(parse_json, body)  # base64 of a large image: not on the event loop
+        return await run_in_threadpool(parse_json, body, kind)  # base64 of a large image: not on the event loop
     if content_type == "multipart/form-data":
-        return await parse_multipart(request, body)
+        return await parse_multipart(request, body, kind)
     raise ApiError(
         415,
         "unsupported_media_type",
         f"Content-Type {content_type or '(none)'!r} is not accepted; send application/json or multipart/form-data",
         field="content-type",
+    )
+
+
+def no_tracker(model_name: str) -> ApiError:
+    return ApiError(
+        400,
+        "no_tracker",
+        "this server's model has no tracker, which clicks and object boxes need: restart it with one, e.g. "
+        f"'sam3lite serve --model {model_name} --tracker sam3' (facebook/sam3's tracker fits every LiteText model)",
     )
 
 
@@ -280,6 +414,8 @@ def model_info(model: Sam3LiteTextModel, settings: ServeSettings) -> ModelInfo:
         max_image_pixels=settings.max_image_pixels,
         max_prompts=settings.max_prompts,
         max_boxes=settings.max_boxes,
+        max_objects=settings.max_objects,
+        max_points=settings.max_points,
         max_prompt_chars=settings.max_prompt_chars,
         max_body_bytes=settings.max_body_bytes,
         queue_size=settings.queue_size,
@@ -290,17 +426,15 @@ def model_info(model: Sam3LiteTextModel, settings: ServeSettings) -> ModelInfo:
         device=str(model.device),
         dtype=str(model.dtype).removeprefix("torch."),
         image_size=model.config.image_size,
+        text_mode=model.config.text_mode,
+        tracker=model.has_tracker,
         limits=limits,
     )
 
 
 def variant_of(model: Sam3LiteTextModel) -> str:
-    """The named variant whose full config this model has, else 'custom'."""
-    config = model.config.to_dict()
-    for name, variant in VARIANTS.items():
-        if variant.config().to_dict() == config:
-            return name
-    return "custom"
+    """The named variant this model's architecture matches, else 'custom' (see checkpoints.variant_of)."""
+    return config_variant(model.config)
 
 
 def segment_request_body() -> dict[str, Any]:
@@ -327,6 +461,47 @@ def segment_request_body() -> dict[str, Any]:
         "required": True,
         "content": {"application/json": {"schema": json_schema}, "multipart/form-data": {"schema": form_schema}},
     }
+
+
+def object_request_body() -> dict[str, Any]:
+    """OpenAPI for ``/v1/segment_object``'s two body forms."""
+    form_schema = {
+        "type": "object",
+        "properties": {
+            "image": {"type": "string", "format": "binary", "description": "The image file (optional with a session)"},
+            "session": {"type": "string", "description": "From an earlier answer on this image"},
+            "objects": {
+                "type": "string",
+                "description": 'JSON list of objects, e.g. [{"points": [[120, 80, 1]]}, {"object_id": 1, '
+                '"points": [[140, 200, 0]]}, {"box": [10, 20, 200, 180]}]',
+            },
+            "multimask": {"type": "boolean", "default": True},
+            "output": {"type": "string", "enum": ["rle", "polygons", "png"], "default": "rle"},
+        },
+        "required": ["objects"],
+    }
+    json_schema = _inline_refs(ObjectJSONRequest.model_json_schema())
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": json_schema}, "multipart/form-data": {"schema": form_schema}},
+    }
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace pydantic's local ``#/$defs/X`` references by the definitions (OpenAPI would not resolve them)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(defs[ref.removeprefix("#/$defs/")])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
 
 
 def _ms(since: float) -> float:

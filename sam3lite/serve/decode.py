@@ -10,7 +10,14 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
-from ..processing.images import ImageSettings, preprocess_images, upright_rgb
+from ..processing.images import (
+    MAX_IMAGE_PIXELS,
+    ImageSettings,
+    ImageTooLargeError,
+    open_image,
+    preprocess_images,
+    upright_rgb,
+)
 from .errors import ApiError, invalid
 
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
@@ -42,19 +49,14 @@ def decode_image(data: bytes, max_pixels: int) -> PIL.Image.Image:
     if not data:
         raise invalid("image", "the image is empty")
     try:
-        img = PIL.Image.open(io.BytesIO(data))
-    except PIL.Image.DecompressionBombError as err:
-        raise _too_large(None, max_pixels) from err
+        img = open_image(io.BytesIO(data), min(max_pixels, MAX_IMAGE_PIXELS))
+    except ImageTooLargeError as err:
+        raise _too_large(err, max_pixels) from None
     except _PIL_ERRORS as err:
         # PIL's message names the BytesIO object; say what the client can act on instead.
         raise invalid("image", "not a readable image file (PNG, JPEG, WebP, BMP, TIFF or GIF expected)") from err
-    width, height = img.size
-    if width * height > max_pixels:
-        raise _too_large((width, height), max_pixels)
     try:
         return upright_rgb(img)  # decodes fully: truncated files fail here
-    except PIL.Image.DecompressionBombError as err:
-        raise _too_large((width, height), max_pixels) from err
     except _PIL_ERRORS as err:
         raise invalid("image", f"the image file is corrupt or truncated ({_short(err)})") from err
 
@@ -65,10 +67,13 @@ def prepare_pixels(image: PIL.Image.Image, settings: ImageSettings) -> tuple[tor
     return pixel_values, (int(sizes[0, 0]), int(sizes[0, 1]))
 
 
-def _too_large(size: tuple[int, int] | None, max_pixels: int) -> ApiError:
-    what = "the image" if size is None else f"the image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels;"
+def _too_large(err: ImageTooLargeError, max_pixels: int) -> ApiError:
+    if err.size is not None:
+        found = f"is {err.size[0]}x{err.size[1]} = {err.size[0] * err.size[1]:,} pixels"
+    else:  # a header beyond PIL's own limit: only the pixel count is known
+        found = f"has {err.pixels:,} pixels" if err.pixels is not None else "has too many pixels"
     return ApiError(
-        413, "image_too_large", f"image: {what} this server accepts at most {max_pixels:,} pixels", field="image"
+        413, "image_too_large", f"image: the image {found}; this server accepts at most {max_pixels:,}", field="image"
     )
 
 

@@ -19,7 +19,9 @@ import torch
 
 from ..predictor import Predictor
 from .cache import CachedImage, FeatureCache
-from .schemas import SegmentParams
+from .objects import ObjectArrays, run_objects
+from .schemas import ObjectParams, SegmentParams
+from .sessions import SessionStore
 
 log = logging.getLogger("sam3lite.serve")
 
@@ -34,7 +36,7 @@ class Job:
 
     key: str
     size: tuple[int, int]
-    params: SegmentParams
+    params: SegmentParams | ObjectParams
     cached: CachedImage | None = None
     pixel_values: torch.Tensor | None = None
     future: Future = field(default_factory=Future)
@@ -51,18 +53,38 @@ class PromptArrays:
 
 @dataclass
 class WorkResult:
+    """Detections per text prompt (``/v1/segment``), or the session and answer per object (``/v1/segment_object``)."""
+
     results: list[PromptArrays]
     cache_hit: bool
     queue_ms: float
     image_encoder_ms: float
     prompts_ms: float
+    session: str | None = None
+    objects: list[ObjectArrays] = field(default_factory=list)
 
 
 class ModelWorker:
-    """Runs ``Job``s on ``predictor`` in one daemon thread; at most ``capacity`` jobs wait."""
+    """Runs ``Job``s on ``predictor`` in one daemon thread; at most ``capacity`` jobs wait.
 
-    def __init__(self, predictor: Predictor, cache: FeatureCache, capacity: int) -> None:
+    Object jobs read and update ``sessions``; each holds at most ``max_points`` clicks per object.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        cache: FeatureCache,
+        capacity: int,
+        sessions: SessionStore | None = None,
+        max_points: int = 64,
+    ) -> None:
         self.predictor, self.cache = predictor, cache
+        self.sessions = sessions if sessions is not None else SessionStore(max_bytes=0, max_sessions=1, ttl_s=1.0)
+        self.max_points = max_points
+        # The image the predictor holds now: the next job on it keeps the predictor's state (the
+        # tracker's features among it, computed on the first click), so a run of clicks on one image
+        # costs one tracker neck pass as well as one image encoding.
+        self._current_key: str | None = None
         self._jobs: queue.Queue[Job | None] = queue.Queue(maxsize=max(capacity, 1))
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -116,22 +138,37 @@ class ModelWorker:
 
     def _run(self, job: Job, started: float) -> WorkResult:
         queue_ms = (started - job.submitted) * 1000
-        cached = job.cached or self.cache.get(job.key)  # a twin request may have encoded it meanwhile
-        encoder_ms = 0.0
-        if cached is None:
-            if job.pixel_values is None:
-                raise RuntimeError("job has neither cached features nor pixel values")
-            t0 = time.perf_counter()
-            vision = self._encode(job.pixel_values)
-            encoder_ms = (time.perf_counter() - t0) * 1000
-            self.cache.put(job.key, vision, job.size)
-            self.predictor.set_features(vision, job.size)
-        else:
-            self.predictor.set_features(cached.vision, cached.size)
+        cache_hit, encoder_ms = self._set_image(job)
         t0 = time.perf_counter()
+        if isinstance(job.params, ObjectParams):
+            session, objects = run_objects(
+                self.predictor, self.sessions, job.key, job.size, job.params, self.max_points
+            )
+            prompts_ms = (time.perf_counter() - t0) * 1000
+            return WorkResult([], cache_hit, queue_ms, encoder_ms, prompts_ms, session, objects)
         results = self._predict(job.params)
         prompts_ms = (time.perf_counter() - t0) * 1000
-        return WorkResult(results, cached is not None, queue_ms, encoder_ms, prompts_ms)
+        return WorkResult(results, cache_hit, queue_ms, encoder_ms, prompts_ms)
+
+    def _set_image(self, job: Job) -> tuple[bool, float]:
+        """Give the predictor the job's image, from the cache or encoded: (cache hit, encoder ms)."""
+        cached = job.cached or self.cache.get(job.key)  # a twin request may have encoded it meanwhile
+        if cached is not None:
+            if job.key != self._current_key:
+                self._current_key = None  # in case set_features fails half-way
+                self.predictor.set_features(cached.vision, cached.size)
+                self._current_key = job.key
+            return True, 0.0
+        if job.pixel_values is None:
+            raise RuntimeError("job has neither cached features nor pixel values")
+        t0 = time.perf_counter()
+        vision = self._encode(job.pixel_values)
+        encoder_ms = (time.perf_counter() - t0) * 1000
+        self.cache.put(job.key, vision, job.size)
+        self._current_key = None
+        self.predictor.set_features(vision, job.size)
+        self._current_key = job.key
+        return False, encoder_ms
 
     @torch.inference_mode()
     def _encode(self, pixel_values: torch.Tensor):

@@ -22,7 +22,7 @@ from sam3lite.anatomy.corpus import (
 from sam3lite.cli import main
 from sam3lite.processing.tokenizer import VOCAB_SIZE
 
-PROMPTS_DIR = Path(__file__).resolve().parents[3] / "shared/data/prompts"
+PROMPTS_DIR = Path(__file__).resolve().parents[1] / "data/prompts"  # samples: see its README.md
 ONE_TOKEN_WORDS = ["dog", "cat", "red", "car", "tree", "house", "blue", "green"]  # each one BPE token
 
 
@@ -212,13 +212,12 @@ def test_cli_rejects_two_files_with_one_name(tmp_path, capsys):
     assert "share the corpus name 'same'" in capsys.readouterr().err
 
 
-def test_shared_prompt_lists(tmp_path):
-    assert PROMPTS_DIR.is_dir(), f"shared prompt lists not found at {PROMPTS_DIR} (CI clones shared/ beside the repo)"
+def test_public_prompt_list_samples(tmp_path):
     files = [PROMPTS_DIR / "lvis_v1.txt", PROMPTS_DIR / "coco80.txt", PROMPTS_DIR / "refytvos_valid_expressions.txt"]
     assert main(["anatomy", *map(str, files), "--out", str(tmp_path)]) == 0
     corpora = json.loads((tmp_path / "report.json").read_text())["corpora"]
-    # Line counts from SOURCES.md; category names are short, referring expressions much longer.
-    assert [corpora[n]["prompts"] for n in ("lvis_v1", "coco80", "refytvos_valid_expressions")] == [1203, 80, 2096]
+    # Line counts of the samples; category names are short, referring expressions much longer.
+    assert [corpora[n]["prompts"] for n in ("lvis_v1", "coco80", "refytvos_valid_expressions")] == [300, 80, 300]
     assert 1.0 < corpora["coco80"]["tokens_mean"] < corpora["lvis_v1"]["tokens_mean"] < 3.0
     assert 8.0 < corpora["refytvos_valid_expressions"]["tokens_mean"] < 12.0
     assert corpora["coco80"]["context"]["16"]["truncated"] == 0.0

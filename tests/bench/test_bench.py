@@ -64,3 +64,28 @@ def test_bench_int8_against_the_float32_reference(tmp_path, capsys):
     capsys.readouterr()
     assert main([*args, "--quantize", "int8", "--device", "cuda"]) == 2
     assert "--quantize int8 runs on the CPU only" in capsys.readouterr().err
+
+
+def test_point_prompt_bench_on_a_tiny_tracker():
+    """The --tracker rows on tiny weights: both sides answer the same click (the bench checks it too)."""
+    from reference import tiny_video_config_dict
+
+    from sam3lite.bench.tracker import format_tracker_markdown, run_tracker
+
+    report = run_tracker(repeats=1, video_config=tiny_video_config_dict("s0"))
+    names = [row["name"] for row in report["rows"]]
+    assert names[0].startswith("encode an image") and names[1].startswith("one click") and len(names) == 3
+    assert all(row["sam3lite_s"] > 0 and row["reference_s"] > 0 for row in report["rows"])
+    assert report["errors"]["low_res_logits"] < 1e-4 and report["errors"]["iou_scores"] < 1e-4
+    assert report["errors"]["mask pixels that differ"] < 1e-3
+    assert "one click costs" in format_tracker_markdown(report)
+
+
+def test_video_bench_on_the_tiny_config():
+    from sam3lite.bench.video import format_video_markdown, run_video, tiny_video_config
+
+    report = run_video(objects=(1, 2), num_frames=4, tiny_config=tiny_video_config())
+    assert [row["objects"] for row in report["rows"]] == [1, 2]
+    for row in report["rows"]:
+        assert row["reference"]["fps"] > 0 and row["sam3lite"]["fps"] > 0 and row["speedup"] > 0
+    assert "| 2 |" in format_video_markdown(report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,15 +235,15 @@ def test_load_keeps_one_copy_of_the_weights(tmp_path, monkeypatch):
     from sam3lite.checkpoints import pretrained
 
     save_reference(tiny_config_dict("s0"), tmp_path, seed=5)
-    read = pretrained.read_checkpoint
+    read = pretrained.read_contents
     seen = {}
 
-    def spy(path):
-        config, state = read(path)
-        seen.update({k: v.data_ptr() for k, v in state.items()})
-        return config, state
+    def spy(path, **kwargs):
+        contents = read(path, **kwargs)
+        seen.update({k: v.data_ptr() for k, v in contents.detector.items()})
+        return contents
 
-    monkeypatch.setattr(pretrained, "read_checkpoint", spy)
+    monkeypatch.setattr(pretrained, "read_contents", spy)
     model = sam3lite.load(tmp_path)
     params = dict(model.named_parameters())
     assert params and all(params[k].data_ptr() == seen[k] for k in params)
@@ -262,3 +263,32 @@ def test_file_without_batchnorm_counters_loads(reference_dir, tmp_path):
     again = sam3lite.load(tmp_path, dtype="bfloat16")
     counters = [b for name, b in again.named_buffers() if name.endswith("num_batches_tracked")]
     assert counters and all(not c.is_meta and int(c) == 0 for c in counters)
+
+
+class _RunsCode:
+    """Unpickling calls ``pathlib.Path.touch(marker)``: a stand-in for code hidden in a checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_with_code_is_refused_in_one_line(tmp_path, capsys):
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "trojan.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "hook": _RunsCode(marker)}, path)
+    with pytest.raises(CheckpointError) as err:
+        sam3lite.load(path)
+    message = str(err.value)
+    assert "not plain tensors" in message and "refused for safety" in message
+    assert "weights_only" not in message and "\n" not in message and err.value.__cause__ is None
+    assert not marker.exists()
+
+    from sam3lite.cli import main
+
+    assert main(["info", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "refused for safety" in lines[0] and "weights_only" not in lines[0]
+    assert not marker.exists()

@@ -36,8 +36,12 @@ def test_parameters_per_component_match_the_loaded_model(tiny, capsys):
         "width": 64,
         "heads": 4,
         "context_length": 16,
+        "prompt_length": 32,
+        "text_mode": "transformers",
         "repmixer": True,
     }
+    assert summary["checkpoint"]["layout"] == "detector" and summary["checkpoint"]["variant"] == "custom"
+    assert summary["checkpoint"]["tracker"] == {"present": False}
     assert summary["heads"] == {"width": 32, "queries": 10}
 
 
@@ -61,3 +65,20 @@ def test_unknown_model_is_a_usage_error(capsys):
     assert main(["info", "no-such-model"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sam3lite info: error: unknown model") and "\n" not in err
+
+
+def test_hub_style_config_is_recognised_as_its_variant():
+    """A hub config carries keys sam3lite does not model (transformers_version, architectures, id2label ...)
+    and may carry a text mode; it is still the variant its architecture says."""
+    from sam3lite.checkpoints import variant_of
+    from sam3lite.modeling.config import Sam3LiteTextConfig
+
+    for name in ("s0", "l"):
+        data = VARIANTS[name].config().to_dict()
+        data.update(transformers_version="5.23.0", dtype="float32", id2label={"0": "LABEL_0"})
+        data["text_config"]["transformers_version"] = "5.23.0"
+        assert variant_of(Sam3LiteTextConfig.from_dict(data)) == name
+        assert variant_of(Sam3LiteTextConfig.from_dict({**data, "text_mode": "original"})) == name
+    other = VARIANTS["s0"].config().to_dict()
+    other["detr_decoder_config"]["num_queries"] = 100
+    assert variant_of(Sam3LiteTextConfig.from_dict(other)) == "custom"

@@ -28,9 +28,11 @@ from sam3lite.distill.student import student_config
 from sam3lite.distill.tower import load_tower
 from sam3lite.processing.tokenizer import Tokenizer
 
-PROMPTS = Path(__file__).resolve().parents[3] / "shared/data/prompts"
-# ~3.9k distinct prompts: LVIS synonyms (nouns) and Ref-YouTube-VOS expressions (sentences, some truncated).
-PROMPT_FILES = [PROMPTS / "lvis_v1_synonyms.txt", PROMPTS / "refytvos_valid_expressions.txt"]
+PROMPTS = Path(__file__).resolve().parents[1] / "data/prompts"  # samples: see its README.md
+# 1.3k prompts: LVIS, ImageNet-21k and ADE20K names and synonyms (nouns), Ref-YouTube-VOS expressions
+# (sentences, some truncated).
+PROMPT_FILES = [PROMPTS / name for name in ("lvis_v1_synonyms.txt", "refytvos_valid_expressions.txt",
+                                            "lvis_v1.txt", "detic_lvis_in21k_22k.txt", "ade20k847.txt")]  # fmt: skip
 CONTEXT = 16
 QUIET = {"log": lambda _msg: None}
 
@@ -117,7 +119,7 @@ def run(work, cache, student_json) -> Path:
 def test_cache_holds_deduped_split_prompts_and_teacher_targets(cache, teacher):
     meta = cache.meta
     assert meta["context_length"] == CONTEXT and meta["width"] == 32 and meta["complete"]
-    assert meta["prompts"]["read"] == 1825 + 2096 and meta["prompts"]["duplicates"] > 0
+    assert meta["prompts"]["read"] == 300 + 300 + 300 + 200 + 200 and meta["prompts"]["duplicates"] > 0
     assert meta["prompts"]["truncated"] > 0  # long referring expressions
     assert len(cache.train) + len(cache.val) == meta["prompts"]["read"] - meta["prompts"]["duplicates"]
     assert not set(cache.train.prompts) & set(cache.val.prompts)

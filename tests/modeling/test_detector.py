@@ -145,6 +145,31 @@ def test_outputs_support_dict_access(pair):
     assert set(OUTPUTS) <= set(out.keys())
 
 
+def test_outputs_support_positions_and_to_tuple_as_transformers(pair):
+    """``out[0]``, ``out[-1]``, ``out[1:3]`` and ``out.to_tuple()`` follow transformers' ModelOutput:
+    the fields that are not None, in the reference's order."""
+    ref, ours, variant = pair
+    ids, mask = text_inputs(1, lengths=[5])
+    ref_out, out = _run_both(ref, ours, pixel_values=_pixels(1), input_ids=ids, attention_mask=mask)
+    assert out[0] is out.pred_masks and out[-1] is out.semantic_seg
+    assert out[1:3] == (out.pred_boxes, out.pred_logits)
+    assert len(out.to_tuple()) == len(OUTPUTS)
+    for mine, theirs in zip(out.to_tuple(), ref_out.to_tuple()[: len(OUTPUTS)], strict=True):
+        assert mine.shape == theirs.shape and rel_err(mine, theirs) < TOL
+
+    with torch.no_grad():
+        ref_feats = ref.get_text_features(input_ids=ids, attention_mask=mask)
+        feats = ours.get_text_features(ids, mask)
+    assert feats[0] is feats.last_hidden_state and feats[1] is feats.pooler_output  # the projected tokens
+    if variant != "sam3":  # transformers' SAM3 returns CLIP's output class, which puts text_embeds first
+        assert rel_err(feats[0], ref_feats[0]) < TOL and rel_err(feats[1], ref_feats[1]) < TOL
+    assert feats.to_tuple() == (feats.last_hidden_state, feats.pooler_output, feats.attention_mask)
+    unmasked = ours.get_text_features(ids)
+    assert len(unmasked.to_tuple()) == 2  # attention_mask None: left out, as ModelOutput does
+    with pytest.raises(IndexError):
+        unmasked[2]
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_close_to_float32(pair, dtype):
     """The whole detector in bfloat16 / float16 stays close to float32 (sensitive parts run in float32)."""

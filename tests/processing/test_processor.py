@@ -14,8 +14,16 @@ import PIL.Image
 import pytest
 import torch
 from oracles import clip_oracle
+from reference import png_header
 
-from sam3lite.processing.images import ImageSettings, load_image, preprocess_images
+from sam3lite.processing.images import (
+    MAX_IMAGE_PIXELS,
+    ImageSettings,
+    ImageTooLargeError,
+    load_image,
+    open_image,
+    preprocess_images,
+)
 from sam3lite.processing.processor import BatchInputs, Processor
 
 LEVEL = 1 / 127.5  # one uint8 level in pixel_values units
@@ -218,6 +226,26 @@ def test_bad_files_raise_clear_errors(tmp_path, processor):
         processor(images=[rgb(8, 8), str(truncated)], text="cat")
     with pytest.raises(FileNotFoundError):
         processor(images=str(tmp_path), text="cat")  # a directory
+
+
+def test_huge_images_are_refused_by_size_without_pil_warnings(tmp_path):
+    """PIL warns above 89 M pixels and raises above 179 M; load_image reads up to the latter without
+    the warning and refuses larger images with a message giving their size."""
+    big = tmp_path / "big.png"
+    big.write_bytes(png_header(12000, 12000))  # 144 M pixels: accepted (this one has no pixel data)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(20000, 20000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        with pytest.raises(ValueError, match="cannot read image file .*big.png") as err:
+            load_image(big)
+        assert "pixels" not in str(err.value)
+        with pytest.raises(ImageTooLargeError) as err:
+            load_image(bomb)
+    message = str(err.value)
+    assert "bomb.png" in message and "400,000,000 pixels" in message and f"{MAX_IMAGE_PIXELS:,}" in message
+    with pytest.raises(ImageTooLargeError, match="12000x12000 = 144,000,000 pixels; at most 1,000,000"):
+        open_image(big, max_pixels=1_000_000)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,7 +497,7 @@ def test_hub_name_offline_falls_back_to_defaults(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", download)
     processor = Processor.from_pretrained("facebook/sam3")
     assert processor.image_settings == ImageSettings() and processor.context_length == 32
-    assert calls == [True, True]  # only the cache was read after the hub proved unreachable
+    assert calls == [True, True, True]  # only the cache was read after the hub proved unreachable (3 files)
 
 
 def test_hub_name_online_downloads_processor_files(monkeypatch, tmp_path):

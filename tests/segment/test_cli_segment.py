@@ -139,8 +139,8 @@ def test_overlays_results_and_summary(first_run):
 
 
 def test_resume_glob_and_bad_images(tiny, first_run, tmp_path):
-    """A rerun over a glob with new, missing and broken images: old outputs are kept, new ones made,
-    each bad image named on stderr and in errors.jsonl, exit code 1."""
+    """A rerun over a glob and a list with new, missing and broken images: old outputs are kept, new
+    ones made, each bad image named on stderr and in errors.jsonl, exit code 1."""
     shutil.copytree(first_run[0] / "imgs", tmp_path / "imgs")
     shutil.copytree(first_run[0] / "out", tmp_path / "out")  # copy2 keeps modification times
     kept = {n: (tmp_path / "out" / f"{n}.json").stat().st_mtime_ns for n in NAMES.values()}
@@ -149,8 +149,9 @@ def test_resume_glob_and_bad_images(tiny, first_run, tmp_path):
     good_png = (tmp_path / "imgs/a/x.png").read_bytes()
     (tmp_path / "imgs/c/truncated.png").write_bytes(good_png[: len(good_png) // 2])
     before = digest(tmp_path / "imgs")
+    (tmp_path / "list.txt").write_text("imgs/missing.png\n")  # listed images may be missing: they fail alone
     proc = run_cli(
-        "segment", "imgs/**/*.png", "imgs/b/y.jpg", "imgs/missing.png", *("--prompt", PROMPTS[0]),
+        "segment", "imgs/**/*.png", "imgs/b/y.jpg", "list.txt", *("--prompt", PROMPTS[0]),
         *("--prompt", PROMPTS[1]), "--model", str(tiny[0]), "--out", "out", "--threshold", str(THRESHOLD),
         cwd=tmp_path,
     )  # fmt: skip
@@ -218,6 +219,27 @@ def test_usage_errors_are_one_line(tmp_path, capsys, extra, needle):
     assert main(["segment", str(tmp_path / "imgs"), "--out", str(tmp_path / "out"), *extra]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("sam3lite segment: error:") and needle in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("argument", "needle"),
+    [
+        ("imgs/missing.png", "imgs/missing.png: no such file or folder"),
+        ("empty", "empty: no images in this folder"),
+        ("imgs/*.webp", "imgs/*.webp: no images match this pattern"),
+        ("empty.txt", "empty.txt: empty image list"),
+    ],
+)
+def test_arguments_naming_no_image_are_usage_errors(tmp_path, capsys, monkeypatch, argument, needle):
+    """Exit code 2 and nothing created, even beside good inputs (1 is for images that fail when read)."""
+    monkeypatch.chdir(tmp_path)
+    write_images(tmp_path / "imgs", IMAGES[:1])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    assert main(["segment", "imgs/a/x.png", argument, "--prompt", "cat", "--out", "out"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"sam3lite segment: error: {needle}"
     assert not (tmp_path / "out").exists()
 
 

@@ -23,17 +23,19 @@ def touch(root, *rels: str) -> None:
 
 def test_folder_glob_list_and_file_inputs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    touch(tmp_path, "d/a/x.jpg", "d/b/x.png", "d/b/x.JPG", "d/.hidden/h.png", "d/notes.txt", "d/c/y.webp")
+    touch(tmp_path, "d/a/x.jpg", "d/b/x.png", "d/b/x.JPG", "d/.hidden/h.png", "d/notes.txt", "d/c/y.webp", "d/scan.raw")
     touch(tmp_path, "more/z.png", "out/d__a__x.overlay.png")
     (tmp_path / "list.txt").write_text("# a comment\nmore/z.png\n\nd/c/y.webp\n")
     found = discover(["d"], "out")
     assert [(i.name, i.image_id) for i in found.items] == [
         ("a__x", 0), ("b__x.JPG", 1), ("b__x.png", 2), ("c__y", 3),
     ]  # fmt: skip
-    assert found.items[0].path == os.path.join("d", "a", "x.jpg") and not found.problems
-    mixed = discover(["d/a/x.jpg", "more/*.png", "list.txt", "missing.png", "nothing/*.png"], "out")
-    assert [i.name for i in mixed.items] == ["d__a__x", "d__c__y", "missing", "more__z"]
-    assert mixed.problems == ["nothing/*.png: no images match this pattern"]
+    assert found.items[0].path == os.path.join("d", "a", "x.jpg")
+    mixed = discover(["d/a/x.jpg", "more/*.png", "list.txt", "d/scan.raw"], "out")
+    assert [i.name for i in mixed.items] == ["d__a__x", "d__c__y", "d__scan", "more__z"]  # a named file is used
+    with pytest.raises(ValueError) as err:  # arguments that name no image: every one, in one line
+        discover(["d/a/x.jpg", "missing.png", "nothing/*.png"], "out")
+    assert str(err.value) == "missing.png: no such file or folder; nothing/*.png: no images match this pattern"
     # --out inside the input folder: earlier overlays are not inputs.
     assert [i.name for i in discover(["."], "out").items][-1] == "more__z"
     assert "out__d__a__x.overlay" not in [i.name for i in discover(["."], "out").items]
@@ -144,3 +146,22 @@ def test_a_failing_batch_is_retried_image_by_image():
     features = _encode_batch(SimpleNamespace(model=Model()), pixels)
     assert features[1] == "ValueError: bad image"
     assert [f.fpn_hidden_states[0].shape[0] for f in (features[0], features[2])] == [1, 1]
+
+
+def test_boxes_are_checked_against_upright_image_sizes(tmp_path):
+    from PIL import Image
+
+    from sam3lite.processing.images import image_size, load_image
+    from sam3lite.segment.dataset import check_boxes
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 40 wide and 20 high, shown turned: 20 wide and 40 high
+    Image.new("RGB", (40, 20)).save(tmp_path / "turned.jpg", exif=exif)
+    Image.new("RGB", (40, 20)).save(tmp_path / "plain.png")
+    assert image_size(tmp_path / "turned.jpg") == (40, 20) == load_image(tmp_path / "turned.jpg").size[::-1]
+    paths = [str(tmp_path / "plain.png"), str(tmp_path / "turned.jpg"), str(tmp_path / "missing.png")]
+    assert check_boxes(build_prompts(["cat"], None, ["1,1,10,10"], None), paths) == []
+    warnings = check_boxes(build_prompts(["cat"], None, ["1,1,10,10", "5,5,30,15,neg"], None), paths)
+    assert warnings == ["--box 5,5,30,15,neg extends past the edge of 1 of 3 image(s) and is clipped there"]
+    with pytest.raises(ValueError, match=r"--box 25,1,30,10 lies outside image .*turned.jpg \(20x40 pixels\)"):
+        check_boxes(build_prompts(["cat"], None, ["25,1,30,10"], None), paths)

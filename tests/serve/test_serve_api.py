@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import threading
+import warnings
 
 import numpy as np
 import PIL.Image
@@ -14,7 +15,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 from pycocotools import mask as mask_utils
-from reference import save_reference, tiny_config_dict
+from reference import png_header, save_reference, tiny_config_dict
 
 import sam3lite
 from sam3lite import Predictor
@@ -279,6 +280,16 @@ def test_image_with_too_many_pixels(client):
     data = png_bytes(np.zeros((300, 400, 3), np.uint8))  # 120,000 > 100,000 pixels
     error = assert_error(post_form(client, data, prompts=["cat"]), 413, "image", "image_too_large")
     assert "400x300" in error["message"]
+
+
+def test_huge_png_headers_get_their_size_in_the_413(client):
+    """A header beyond PIL's own bomb limit (20000²) and one that PIL would warn about (12000²)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not reach the log
+        bomb = assert_error(post_form(client, png_header(20000, 20000), prompts=["cat"]), 413, "image")
+        big = assert_error(post_form(client, png_header(12000, 12000), prompts=["cat"]), 413, "image")
+    assert bomb["message"] == "image: the image has 400,000,000 pixels; this server accepts at most 100,000"
+    assert big["message"] == "image: the image is 12000x12000 = 144,000,000 pixels; this server accepts at most 100,000"
 
 
 def _truncated_png() -> bytes:
