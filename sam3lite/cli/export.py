@@ -6,17 +6,20 @@ import argparse
 import time
 from pathlib import Path
 
+from ..runtime import TEXT_MODES
 from . import UsageError
 
 EPILOG = """\
 writes (DIR = --out, which must not exist or be empty):
-  DIR/image_encoder.onnx   pixel_values [B, 3, S, S] -> fpn_0, fpn_1, fpn_2
+  DIR/image_encoder.onnx   pixel_values [B, 3, S, S] -> fpn_0, fpn_1, fpn_2 (+ vit_output [B, h*w, C]
+                           for the tracker neck, when the model has SAM3's tracker)
   DIR/text_encoder.onnx    input_ids, attention_mask [P, T] -> text_tokens [P, T, 256], text_mask
   DIR/heads.onnx           FPN levels (1 image), P prompts, exemplar boxes -> pred_logits, pred_boxes,
                            presence_logits, pred_masks, semantic_seg
   DIR/*.onnx.data          their weights
   DIR/tokenizer.json       the CLIP tokenizer (Hugging Face tokenizers format)
   DIR/sam3lite_onnx.json   manifest: inputs/outputs, image size and normalisation, tokenizer settings
+                           (incl. the text mode: --text-mode original pads with 0 to the position table)
 
 examples:
   sam3lite export onnx --model s0 --out s0-onnx/
@@ -47,7 +50,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     onnx.add_argument("--opset", type=int, default=18, help="ONNX opset, 17..23 (18)")
     onnx.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="float16 is for GPUs")
     onnx.add_argument("--quantize", choices=["int8"], help="int8 image encoder (ONNX Runtime dynamic quantization)")
-    onnx.add_argument("--context-length", type=int, default=32, metavar="T", help="tokens per prompt (32)")
+    onnx.add_argument(
+        "--text-mode",
+        choices=TEXT_MODES,
+        help="how prompts are encoded (default: the checkpoint's own, else transformers; docs/text_modes.md)",
+    )
+    onnx.add_argument(
+        "--context-length",
+        type=int,
+        metavar="T",
+        help="tokens per prompt (default: the text mode's: 32, or the position table's length in original mode)",
+    )
     return parser
 
 
@@ -63,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoints import load
 
     start = time.perf_counter()
-    model = load(args.model)
+    model = load(args.model, text_mode=args.text_mode)
 
     def log(message: str) -> None:
         print(f"sam3lite export: {message}", flush=True)

@@ -1,7 +1,9 @@
 """The three exported graphs as ``nn.Module`` wrappers around a loaded detector.
 
 - ``ImageEncoderGraph``: pixel_values [B, 3, S, S] -> the FPN levels the heads read, finest first
-  (``fpn_0`` [B, D, 4h, 4w], ``fpn_1`` [B, D, 2h, 2w], ``fpn_2`` [B, D, h, w]).
+  (``fpn_0`` [B, D, 4h, 4w], ``fpn_1`` [B, D, 2h, 2w], ``fpn_2`` [B, D, h, w]); for a model with SAM3's
+  tracker also ``vit_output`` [B, h*w, C], the ViT tokens the tracker's own neck reads (row-major over
+  the patch grid; ``Sam3Detector.get_tracker_features`` takes them as ``last_hidden_state``).
 - ``TextEncoderGraph``: input_ids, attention_mask [P, T] -> ``text_tokens`` [P, T, D] (after
   ``text_projection``) and ``text_mask`` [P, T] (the attention mask, passed through).
 - ``HeadsGraph``: one image's FPN levels (batch 1, broadcast over the prompts), P prompts' tokens and
@@ -28,25 +30,38 @@ BOX_PAD = -10  # label of a padding box row
 
 IMAGE_INPUTS = ("pixel_values",)
 IMAGE_OUTPUTS = ("fpn_0", "fpn_1", "fpn_2")
+TRACKER_OUTPUT = "vit_output"  # an image-encoder output only for models with a tracker
 TEXT_INPUTS = ("input_ids", "attention_mask")
 TEXT_OUTPUTS = ("text_tokens", "text_mask")
 HEADS_INPUTS = ("fpn_0", "fpn_1", "fpn_2", "text_tokens", "text_mask", "input_boxes", "input_boxes_labels")
 HEADS_OUTPUTS = ("pred_logits", "pred_boxes", "presence_logits", "pred_masks", "semantic_seg")
 
 
+def image_outputs(model: Sam3Detector) -> tuple[str, ...]:
+    """The image encoder's output names: the FPN levels, and ``vit_output`` when the model has a tracker."""
+    return IMAGE_OUTPUTS + ((TRACKER_OUTPUT,) if model.has_tracker else ())
+
+
 class ImageEncoderGraph(nn.Module):
-    """pixel_values [B, 3, S, S] float32 (normalized) -> FPN levels, finest first."""
+    """pixel_values [B, 3, S, S] float32 (normalized) -> FPN levels, finest first (+ ViT tokens [B, h*w, C]
+    when the model has a tracker)."""
 
     def __init__(self, model: Sam3Detector) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(self.model.get_vision_features(pixel_values).fpn_hidden_states)
+        vision = self.model.get_vision_features(pixel_values)
+        levels = tuple(vision.fpn_hidden_states)
+        return (*levels, vision.last_hidden_state) if self.model.has_tracker else levels
 
 
 class TextEncoderGraph(nn.Module):
-    """input_ids, attention_mask [P, T] int64 -> text_tokens [P, T, D], text_mask [P, T] int64."""
+    """input_ids, attention_mask [P, T] int64 -> text_tokens [P, T, D], text_mask [P, T] int64.
+
+    In ``original`` text mode the encoder itself runs without a padding mask (as EfficientSAM3's), and
+    ``attention_mask`` (``input_ids != 0`` from the tokenizer) is only the detector's padding.
+    """
 
     def __init__(self, model: Sam3Detector) -> None:
         super().__init__()

@@ -28,24 +28,23 @@ import torch
 from ..modeling.detector import Sam3Detector
 from ..modeling.quantize import is_quantized
 from ..portable.manifest import MANIFEST_NAME, TEXT_MODES, Graph, Manifest, Tensor
-from ..portable.tokenizer import BOS_ID, EOS_ID, PAD_ID, bpe_backend
+from ..portable.tokenizer import BOS_ID, EOS_ID, bpe_backend, pad_id_for
 from .graphs import (
     BOX_PAD,
     HEADS_INPUTS,
     HEADS_OUTPUTS,
     IMAGE_INPUTS,
-    IMAGE_OUTPUTS,
     TEXT_INPUTS,
     TEXT_OUTPUTS,
     HeadsGraph,
     ImageEncoderGraph,
     TextEncoderGraph,
+    image_outputs,
 )
 
 SUPPORTED_OPSETS = range(17, 24)  # LayerNormalization needs 17; 23 is the newest this exporter targets
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 TOKENIZER_FILE = "tokenizer.json"
-DEFAULT_CONTEXT_LENGTH = 32
 # Constant folding of the exported graphs: large enough for the ViT's stacked q/k/v weights
 # (3 x 1024 x 1024), which the exporter's own optimizer leaves as a Concat run on every call.
 _FOLD_LIMIT = 1 << 26
@@ -63,7 +62,7 @@ def to_onnx(
     opset: int = 18,
     dtype: str = "float32",
     quantize: str | None = None,
-    context_length: int = DEFAULT_CONTEXT_LENGTH,
+    context_length: int | None = None,
     log: Log | None = None,
 ) -> Manifest:
     """Export ``model`` to ``directory`` (created; it must not exist or be empty).
@@ -76,7 +75,8 @@ def to_onnx(
         quantize: None, or "int8": ONNX Runtime dynamic quantization of the image encoder's MatMuls
             (int8 weights per output channel, uint8 activations per tensor at run time), for CPUs. Its
             error against float32 is measured on a random image and stored in the manifest.
-        context_length: T, the tokens per prompt the text encoder takes (32, as the processor pads).
+        context_length: T, the tokens per prompt the text encoder takes; None: the model's text mode's
+            (32 as transformers' processor pads, or the position table's length in ``original`` mode).
         log: progress messages (one line per step), e.g. ``print``.
 
     Returns:
@@ -89,6 +89,8 @@ def to_onnx(
     log = log or (lambda message: None)
     onnx_lib = _require_onnx(quantize)
     directory = Path(directory)
+    if context_length is None and isinstance(model, Sam3Detector):
+        context_length = model.config.text_context_length
     text_mode = _check(model, directory, opset, dtype, quantize, context_length)
     directory.mkdir(parents=True, exist_ok=True)
     exported = _export_copy(model, dtype)
@@ -96,7 +98,7 @@ def to_onnx(
     level_sizes = _level_sizes(exported)
     width = exported.config.detr_encoder_config.hidden_size
     pixels = torch.zeros(2, 3, size, size)
-    ids = torch.full((2, context_length), PAD_ID, dtype=torch.long)
+    ids = torch.full((2, context_length), pad_id_for(text_mode), dtype=torch.long)
     ids[:, :3] = torch.tensor([BOS_ID, 320, EOS_ID])
     mask = (torch.arange(context_length) < 3).long().expand(2, -1).contiguous()
     features = tuple(torch.zeros(1, width, h, w, dtype=exported.dtype) for h, w in level_sizes)
@@ -105,7 +107,14 @@ def to_onnx(
     labels = torch.tensor([[1, 0], [1, BOX_PAD]])
     batch, prompts, num_boxes = (torch.export.Dim(n) for n in ("batch", "prompts", "boxes"))
     jobs = [
-        ("image_encoder", ImageEncoderGraph(exported), (pixels,), IMAGE_INPUTS, IMAGE_OUTPUTS, ({0: batch},)),
+        (
+            "image_encoder",
+            ImageEncoderGraph(exported),
+            (pixels,),
+            IMAGE_INPUTS,
+            image_outputs(exported),
+            ({0: batch},),
+        ),
         ("text_encoder", TextEncoderGraph(exported), (ids, mask), TEXT_INPUTS, TEXT_OUTPUTS, ({0: prompts},) * 2),
         (
             "heads",
@@ -166,7 +175,7 @@ def _require_onnx(quantize: str | None) -> Any:
 
 
 def _check(
-    model: Sam3Detector, directory: Path, opset: int, dtype: str, quantize: str | None, context_length: int
+    model: Sam3Detector, directory: Path, opset: int, dtype: str, quantize: str | None, context_length: int | None
 ) -> str:
     """Raise ExportError for anything that cannot be exported; returns the model's text mode."""
     if not isinstance(model, Sam3Detector):
@@ -194,8 +203,14 @@ def _check(
     text_mode = getattr(model, "text_mode", "transformers")
     if text_mode not in TEXT_MODES:
         raise ExportError(f"text_mode {text_mode!r} is not supported by the ONNX export yet ({', '.join(TEXT_MODES)})")
-    if context_length < 3:
-        raise ExportError(f"context_length must be at least 3, got {context_length}")
+    if not isinstance(context_length, int) or context_length < 3:
+        raise ExportError(f"context_length must be an int >= 3, got {context_length!r}")
+    table = model.config.text_config.max_position_embeddings
+    if text_mode == "original" and context_length > table:
+        raise ExportError(
+            f"context_length {context_length} is longer than the text position table ({table}), which original "
+            f"text mode does not resize; use at most {table}"
+        )
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise ExportError(f"{directory} exists and is not an empty folder; export never overwrites: pick another")
     return text_mode
@@ -316,15 +331,23 @@ def _image_settings(model: Sam3Detector, size: int) -> dict[str, Any]:
 
 
 def _text_settings(context_length: int, text_mode: str) -> dict[str, Any]:
+    original = text_mode == "original"
     return {
         "tokenizer": TOKENIZER_FILE,
         "context_length": context_length,
         "bos_id": BOS_ID,
         "eos_id": EOS_ID,
-        "pad_id": PAD_ID,
+        "pad_id": pad_id_for(text_mode),
         "text_mode": text_mode,
+        "cleaning": (
+            "before BPE: ftfy.fix_text (when installed), html.unescape twice, strip (EfficientSAM3's)"
+            if original
+            else "none (the tokenizer's normalizer: NFC, whitespace runs to one space, lowercase)"
+        ),
         "truncation": "prompts longer than context_length keep their first context_length - 1 tokens, then EOS",
-        "attention_mask": "1 on BOS..EOS, 0 on padding",
+        "attention_mask": "input_ids != 0 (as the original detector masks)"
+        if original
+        else "1 on BOS..EOS, 0 on padding",
         "empty_box_prompt_text": "visual",
     }
 

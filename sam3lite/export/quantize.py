@@ -92,9 +92,10 @@ def compare_int8(directory: Path, float_encoder: Path, manifest: Manifest) -> di
     results = []
     for encoder in (float_encoder, directory / manifest.graphs["image_encoder"].file):
         session = ort.InferenceSession(str(encoder), options)
-        levels = session.run(None, {"pixel_values": pixels})
+        level_names = ["fpn_0", "fpn_1", "fpn_2"]  # not the tracker's vit_output, which the heads do not read
+        levels = session.run(level_names, {"pixel_values": pixels})
         del session
-        feed = {f"fpn_{i}": level for i, level in enumerate(levels)}
+        feed = dict(zip(level_names, levels, strict=True))
         feed.update(
             text_tokens=tokens,
             text_mask=text_mask,

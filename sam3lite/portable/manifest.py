@@ -23,7 +23,7 @@ MANIFEST_NAME = "sam3lite_onnx.json"
 FORMAT = "sam3lite-onnx"
 FORMAT_VERSION = 1
 GRAPHS = ("image_encoder", "text_encoder", "heads")
-TEXT_MODES = ("transformers",)  # text modes this runtime implements
+TEXT_MODES = ("transformers", "original")  # text modes this runtime implements (sam3lite.runtime.TEXT_MODES)
 
 SCORE_SEMANTICS = (
     "score = sigmoid(pred_logits) * sigmoid(presence_logits); an instance is kept when score > threshold "
