@@ -28,6 +28,11 @@ PROMPTS = ["dog", "cat", "a person riding a horse", "yellow school bus", "ear", 
 BOXES = [[100.0, 80.0, 400.0, 360.0], [20.0, 30.0, 120.0, 140.0]]  # pixels xyxy on a 480 x 640 image
 LABELS = [1, 0]
 IMAGE_SIZE = (480, 640)
+CASES = [(1, False), (1, True), (8, False), (8, True)]  # (prompts, with exemplar boxes)
+
+
+def case_name(count: int, with_boxes: bool) -> str:
+    return f"heads, {count} prompt(s), {'2 boxes (+, -)' if with_boxes else 'no boxes'}"
 
 
 def load_model(model: str | None, variant: str, text_mode: str) -> torch.nn.Module:
@@ -57,45 +62,56 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    import onnxruntime
+
     from sam3lite.onnx import OnnxPredictor
     from sam3lite.processing.processor import prepare_boxes
     from sam3lite.processing.tokenizer import Tokenizer
 
     start = time.perf_counter()
-    predictor = OnnxPredictor(args.onnx_dir, providers=["CPUExecutionProvider"])
+    # ONNX Runtime first, then PyTorch: both full-size models and their 8-prompt activations at once
+    # took 21 GB and were OOM-killed on a shared 24 GB machine. Without the CPU arena ONNX Runtime
+    # gives its activations back after each run.
+    options = onnxruntime.SessionOptions()
+    options.enable_cpu_mem_arena = False
+    predictor = OnnxPredictor(args.onnx_dir, providers=["CPUExecutionProvider"], session_options=options)
     if predictor.manifest.dtype != "float32" or predictor.manifest.quantize:
         raise SystemExit(f"{args.onnx_dir}: parity is measured on a float32 export, not {predictor.manifest.dtype}")
-    model = load_model(args.model, args.variant, predictor.text_mode)
-    size = model.config.image_size
+    text_mode, context_length = predictor.text_mode, predictor.manifest.text["context_length"]
+    size = predictor.image_settings.size[0]
     pixels = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     predictor.set_pixel_values(pixels.numpy(), IMAGE_SIZE)
-    tokenizer = Tokenizer(predictor.manifest.text["context_length"], predictor.text_mode)
+    got: dict[str, dict[str, np.ndarray]] = {"image encoder": dict(predictor.image_features)}
+    for count, with_boxes in CASES:
+        prompts = PROMPTS[:count]
+        got[f"text encoder, {count} prompt(s)"] = {"text_tokens": predictor.text_features(prompts)[0]}
+        box_prompt = {"boxes": BOXES, "box_labels": LABELS} if with_boxes else {}
+        got[case_name(count, with_boxes)] = predictor.predict_raw(text=prompts, **box_prompt)
+    del predictor
+    gc.collect()
+
+    model = load_model(args.model, args.variant, text_mode)
+    tokenizer = Tokenizer(context_length, text_mode)
+    results: dict[str, dict[str, float]] = {}
     with torch.inference_mode():
         vision = model.get_vision_features(pixels)
-    results: dict[str, dict[str, float]] = {
-        "image encoder": {
-            f"fpn_{i}": relative(predictor.image_features[f"fpn_{i}"], level)
-            for i, level in enumerate(vision.fpn_hidden_states)
+        levels = {f"fpn_{i}": level for i, level in enumerate(vision.fpn_hidden_states)}
+        results["image encoder"] = {
+            k: relative(v, levels[k]) for k, v in got.pop("image encoder").items() if k in levels
         }
-    }
-    for count in (1, 8):
-        prompts = PROMPTS[:count]
-        ids, mask = tokenizer(prompts)
-        tokens, _ = predictor.text_features(prompts)
-        with torch.inference_mode():
+        for count, with_boxes in CASES:
+            ids, mask = tokenizer(PROMPTS[:count])
             text = model.get_text_features(ids, mask)
-        results[f"text encoder, {count} prompt(s)"] = {"text_tokens": relative(tokens, text.pooler_output)}
-        for with_boxes in (False, True):
+            name = f"text encoder, {count} prompt(s)"
+            results[name] = {"text_tokens": relative(got[name]["text_tokens"], text.pooler_output)}
             kwargs = {}
             if with_boxes:
                 boxes, labels = prepare_boxes([BOXES], [LABELS], torch.tensor([IMAGE_SIZE]))
                 kwargs = {"input_boxes": boxes.expand(count, -1, -1), "input_boxes_labels": labels.expand(count, -1)}
-            box_prompt = {"boxes": BOXES, "box_labels": LABELS} if with_boxes else {}
-            got = predictor.predict_raw(text=prompts, **box_prompt)
-            with torch.inference_mode():
-                expected = model(vision_embeds=vision, text_embeds=text, **kwargs)
-            case = f"heads, {count} prompt(s), {'2 boxes (+, -)' if with_boxes else 'no boxes'}"
-            results[case] = {name: relative(value, getattr(expected, name)) for name, value in got.items()}
+            expected = model(vision_embeds=vision, text_embeds=text, **kwargs)
+            outputs = got.pop(case_name(count, with_boxes))
+            results[case_name(count, with_boxes)] = {k: relative(v, getattr(expected, k)) for k, v in outputs.items()}
+            del expected, outputs
     worst = max(v for row in results.values() for v in row.values())
     print("| case | output: max relative difference ONNX Runtime vs PyTorch (float32) |\n|---|---|")
     for case, row in results.items():

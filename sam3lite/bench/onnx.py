@@ -56,7 +56,7 @@ def run_onnx(settings: BenchSettings, export_dir: str | None = None, log: Any = 
         del reference
         gc.collect()
         rows.append(_time_backend("sam3lite PyTorch", _Torch(ours, prompts), pixels, settings.repeats, log))
-        float_backend = _Onnx(float_dir, prompts)
+        float_backend = _Onnx(float_dir, prompts, settings.threads)
         rows.append(_time_backend("ONNX Runtime float32", float_backend, pixels, settings.repeats, log))
         rows.append(_parity(ours, float_backend, pixels))
         float_outputs = _onnx_outputs(float_backend, pixels, None)
@@ -64,7 +64,7 @@ def run_onnx(settings: BenchSettings, export_dir: str | None = None, log: Any = 
         gc.collect()
         int8_dir = Path(tmp) / "int8"
         quantize_export(float_dir, int8_dir, log=log)
-        int8_backend = _Onnx(int8_dir, prompts)
+        int8_backend = _Onnx(int8_dir, prompts, settings.threads)
         rows.append(_time_backend("ONNX Runtime int8", int8_backend, pixels, settings.repeats, log))
         int8_outputs = _onnx_outputs(int8_backend, pixels, None)
         errors = {k: relative_error(int8_outputs[k], float_outputs[k]) for k in OUTPUTS}
@@ -119,8 +119,17 @@ class _Torch:
 
 
 class _Onnx:
-    def __init__(self, directory: Path, prompts: list[str]) -> None:
-        self.predictor = OnnxPredictor(directory, providers=["CPUExecutionProvider"], text_cache_size=0)
+    def __init__(self, directory: Path, prompts: list[str], threads: int | None = None) -> None:
+        options = None
+        if threads:  # as many threads as torch gets (OnnxPredictor's defaults otherwise: no CPU arena)
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.enable_cpu_mem_arena = False
+            options.intra_op_num_threads = threads
+        self.predictor = OnnxPredictor(
+            directory, providers=["CPUExecutionProvider"], text_cache_size=0, session_options=options
+        )
         self.texts = prompts
 
     def set_image(self, pixels: torch.Tensor) -> None:

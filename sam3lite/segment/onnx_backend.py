@@ -57,6 +57,7 @@ def load_onnx(options: Any, texts: list[str], threads: int | None = None) -> tup
             import onnxruntime
 
             session_options = onnxruntime.SessionOptions()
+            session_options.enable_cpu_mem_arena = False  # as OnnxPredictor's default (see there)
             session_options.intra_op_num_threads = threads
         predictor = OnnxPredictor(
             options.model,
