@@ -11,89 +11,38 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from .modeling.detector import NO_TRACKER_MESSAGE, Sam3Detector, TextFeatures
 from .modeling.tracker.model import TrackerImageFeatures
 from .modeling.vision import VisionFeatures
 from .objects import ObjectPrompt, ObjectResult, object_prompts, upscale_masks
-from .processing.images import ImageInput, load_image, preprocess_images
+from .portable import results as portable_results
+from .portable.prompts import check_unit, prompt_list
+from .processing.images import ImageInput, ImageSettings, load_image, preprocess_images
 from .processing.postprocess import binarize_masks
-from .processing.processor import DEFAULT_TEXT, Processor, prepare_boxes
-from .processing.rle import masks_to_rle
+from .processing.processor import Processor, prepare_boxes
 
 Box = Sequence[float]
 
 
-@dataclass
-class PromptResult:
-    """Every instance found for one prompt.
+class PromptResult(portable_results.PromptResult):
+    """Every instance found for one prompt, as torch tensors (see ``sam3lite.portable.results``).
 
     masks: bool [N, H, W] at the original image size.
     boxes: float32 [N, 4] xyxy in pixels.
     scores: float32 [N] = sigmoid(logit) * sigmoid(presence), in decreasing query order of the model.
     prompt: the text prompt ("visual" for boxes only).
+
+    ``to_dict(kind="torch")`` keeps the tensors; ``"numpy"`` (the default) converts them.
     """
 
-    prompt: str
-    masks: torch.Tensor
-    boxes: torch.Tensor
-    scores: torch.Tensor
+    KINDS: ClassVar[tuple[str, ...]] = ("numpy", "torch")
 
-    @property
-    def image_size(self) -> tuple[int, int]:
-        """(height, width) of the image the masks cover."""
-        return (int(self.masks.shape[-2]), int(self.masks.shape[-1]))
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    def __repr__(self) -> str:
-        # Shapes and counts: the dataclass default would print every mask pixel.
-        shown = ", ".join(f"{s:.2f}" for s in self.scores[:5].tolist()) + (", ..." if len(self) > 5 else "")
-        return (
-            f"PromptResult(prompt={self.prompt!r}, instances={len(self)}, "
-            f"masks={_describe(self.masks)}, boxes={_describe(self.boxes)}, scores=[{shown}])"
-        )
-
-    def to_rle(self) -> list[dict[str, Any]]:
-        """COCO compressed RLE per mask: ``{"size": [H, W], "counts": str}``."""
-        return masks_to_rle(self.masks)
-
-    def to_dict(self, kind: str = "numpy") -> dict[str, Any]:
-        """``{"prompt", "masks", "boxes", "scores"}`` as numpy arrays (``kind="numpy"``) or tensors."""
-        if kind not in ("numpy", "torch"):
-            raise ValueError(f"kind must be 'numpy' or 'torch', got {kind!r}")
-        arrays = {"masks": self.masks, "boxes": self.boxes, "scores": self.scores}
-        if kind == "numpy":
-            arrays = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
-        return {"prompt": self.prompt, **arrays}
-
-    def to_supervision(self) -> Any:
-        """A ``supervision.Detections`` (needs ``pip install supervision``)."""
-        try:
-            import supervision as sv
-        except ImportError as err:
-            raise ImportError("to_supervision() needs the 'supervision' package: pip install supervision") from err
-        n = len(self)
-        return sv.Detections(
-            xyxy=self.boxes.detach().cpu().numpy().astype(np.float32),
-            mask=self.masks.detach().cpu().numpy(),
-            confidence=self.scores.detach().cpu().numpy(),
-            class_id=np.zeros(n, dtype=int),
-            data={"class_name": np.array([self.prompt] * n)},
-        )
-
-
-def _describe(tensor: torch.Tensor) -> str:
-    """``bool[3, 480, 640]`` (plus the device when not the CPU)."""
-    dims = ", ".join(str(d) for d in tensor.shape)
-    where = "" if tensor.device.type == "cpu" else f" on {tensor.device}"
-    return f"{str(tensor.dtype).removeprefix('torch.')}[{dims}]{where}"
+    def _convert(self, array: Any, kind: str) -> Any:
+        return array if kind == "torch" else super()._convert(array, kind)
 
 
 class _LRU(OrderedDict):
@@ -192,6 +141,11 @@ class Predictor:
         self._tracker_features = None
 
     @property
+    def image_settings(self) -> ImageSettings:
+        """Input size and normalisation of the images this predictor takes (the processor's)."""
+        return self.processor.image_settings
+
+    @property
     def image_size(self) -> tuple[int, int]:
         """(height, width) of the current image."""
         if self._image_size is None:
@@ -227,10 +181,10 @@ class Predictor:
         """
         if self._vision is None:
             raise RuntimeError("no image set: call set_image(image) first")
-        _check_unit("threshold", threshold)
-        _check_unit("mask_threshold", mask_threshold)
+        check_unit("threshold", threshold)
+        check_unit("mask_threshold", mask_threshold)
         single = text is None or isinstance(text, str)
-        prompts = _prompt_list(text, boxes)
+        prompts = prompt_list(text, boxes)
         box_inputs = self._box_inputs(boxes, box_labels)
         results: list[PromptResult] = []
         for start in range(0, len(prompts), self.prompt_batch_size):
@@ -376,24 +330,3 @@ class Predictor:
         norm_boxes, box_labels = prepare_boxes([list(boxes)], labels_in, sizes)
         device = self.model.device
         return norm_boxes.to(device), box_labels.to(device)
-
-
-def _prompt_list(text: str | Sequence[str] | None, boxes: Sequence[Box] | None) -> list[str]:
-    if text is None:
-        if boxes is None:
-            raise ValueError("predict needs text, boxes, or both")
-        return [DEFAULT_TEXT]
-    if isinstance(text, str):
-        text = [text]
-    prompts = list(text)
-    if not prompts:
-        raise ValueError("text is an empty list")
-    for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise ValueError(f"text[{i}] must be a non-empty string, got {prompt!r}")
-    return prompts
-
-
-def _check_unit(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")

@@ -3,9 +3,13 @@
 Every ``import`` statement counts, including those inside functions: a lazy import still ties two
 modules together. Layers, lowest first (README.md, Layout):
 
-    runtime  <  modeling  <  checkpoints          processing (beside modeling, on runtime only)
+    portable (torch-free: numpy, Pillow, tokenizers, pycocotools; imports nothing of ours)
+    runtime  <  modeling  <  checkpoints          processing (beside modeling, on runtime and portable)
     objects (object-prompt results, on processing)
-    predictor (modeling, processing, runtime, objects)  <  feature packages  <  the ``sam3lite`` package itself
+    predictor (modeling, processing, portable, runtime, objects)  <  feature packages  <  the ``sam3lite`` package
+
+``onnx`` is the exception among the feature packages: the ONNX runtime must run without torch, so it
+imports ``portable`` alone (``TORCH_FREE``), and nothing reachable from it imports torch.
 """
 
 from __future__ import annotations
@@ -22,15 +26,18 @@ ROOT = Path(__file__).resolve().parents[1] / "sam3lite"
 
 # The layers a module's top-level name (below ``sam3lite.``) may import, besides its own.
 ALLOWED: dict[str, set[str]] = {
+    "portable": set(),
     "runtime": set(),
     "modeling": {"runtime"},
-    "processing": {"runtime"},
+    "processing": {"runtime", "portable"},
     "checkpoints": {"modeling", "runtime"},
     "objects": {"processing"},
-    "predictor": {"modeling", "processing", "runtime", "objects"},
-    "video_text": {"processing", "runtime"},
-    "video_predictor": {"modeling", "processing", "runtime", "predictor", "objects", "video_text"},
+    "predictor": {"modeling", "processing", "portable", "runtime", "objects"},
+    "video_text": {"processing", "portable", "runtime"},
+    "video_predictor": {"modeling", "processing", "portable", "runtime", "predictor", "objects", "video_text"},
 }
+# Layers that must work without torch, and the only layers they may import.
+TORCH_FREE = {"portable": set(), "onnx": {"portable"}}
 FEATURES = {"bench", "cli", "segment", "evaluation", "distill", "anatomy", "serve", "export", "onnx", "track"}
 
 
@@ -146,6 +153,25 @@ def test_layers_point_downward():
             other = layer(target)
             if other != own and other not in ALLOWED.get(own, set()):
                 wrong.append(f"{name} -> {target}")
+    assert wrong == []
+
+
+def test_torch_free_layers_import_no_torch():
+    """``portable`` and ``onnx`` import only each other's allowed layers and no torch-based library, at any
+    depth of their own modules (function-level imports included)."""
+    torch_based = ("torch", "torchvision", "transformers", "safetensors", "huggingface_hub")
+    wrong = []
+    graph = import_graph()
+    for name, path in all_modules().items():
+        own = layer(name)
+        if own not in TORCH_FREE:
+            continue
+        wrong += [f"{name} -> {t}" for t in graph[name] if layer(t) not in TORCH_FREE[own] | {own}]
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                modules = [node.module or ""]
+            wrong += [f"{name} imports {m}" for m in modules if m.split(".")[0] in torch_based]
     assert wrong == []
 
 

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "anatomy": "sam3lite.cli.anatomy",
     "serve": "sam3lite.cli.serve",
     "bench": "sam3lite.cli.bench",
+    "export": "sam3lite.cli.export",
     "track": "sam3lite.cli.track",
 }
 

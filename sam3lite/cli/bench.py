@@ -29,6 +29,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip", action="append", default=[], help="leave out measurements starting with this")
     parser.add_argument(
+        "--backend",
+        choices=["torch", "onnx"],
+        default="torch",
+        help="onnx: ONNX Runtime float32 and int8 against sam3lite PyTorch and transformers (CPU, 1 image)",
+    )
+    parser.add_argument(
+        "--onnx-dir", type=Path, help="with --backend onnx: reuse this float32 export (else export to a temp folder)"
+    )
+    parser.add_argument(
         "--video",
         action="store_true",
         help="video tracking instead: VideoPredictor against Sam3TrackerVideoModel for 1, 4 and 16 objects",
@@ -93,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not 1 <= args.prompts <= 8 or args.repeats < 1 or args.batch < 1:
         raise UsageError("--prompts must be 1..8, --repeats and --batch at least 1")
+    if args.backend == "onnx":
+        return _run_onnx(args)
     if args.quantize and args.device != "cpu":
         raise UsageError("--quantize int8 runs on the CPU only (use --device cpu)")
     settings = BenchSettings(
@@ -112,4 +123,34 @@ def run(args: argparse.Namespace) -> int:
     print(format_markdown(report))
     if args.json:
         save(report, args.json)
+    return 0
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    import json
+
+    from ..bench import BenchSettings
+    from ..export import ExportError
+
+    if args.device != "cpu":
+        raise UsageError("--backend onnx benchmarks ONNX Runtime's CPU execution provider: use --device cpu")
+    try:
+        from ..bench.onnx import format_onnx_markdown, run_onnx
+    except ImportError as err:
+        hint = "pip install sam3lite[onnx]"
+        raise UsageError(f"--backend onnx needs the onnx extra ({err.name} is missing): {hint}") from err
+    settings = BenchSettings(
+        checkpoint=args.checkpoint,
+        variant=args.variant,
+        repeats=args.repeats,
+        prompts=args.prompts,
+        threads=args.threads,
+    )
+    try:
+        report = run_onnx(settings, export_dir=args.onnx_dir, log=lambda m: print(f"sam3lite bench: {m}", flush=True))
+    except ExportError as err:
+        raise UsageError(str(err)) from err
+    print(format_onnx_markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -45,6 +45,7 @@ examples:
   sam3lite segment photo.jpg --point 320,240 --point 100,80,0 --model sam3 --out obj/
   sam3lite segment photo.jpg --object-box 50,40,400,300 --model s0 --tracker sam3 --out obj/
   torchrun --nproc-per-node 4 -m sam3lite segment photos/ --prompt dog --out labels/
+  sam3lite segment photos/ --prompt dog --backend onnx --model s0-onnx/ --out labels/
 """
 
 
@@ -97,6 +98,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="where --point/--object-box's tracker comes from: sam3 (facebook/sam3's, fits every LiteText "
         "model) or a checkpoint holding one (default: the --model file's own)",
     )
+    how.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnx"),
+        help="onnx: run an ONNX export (--model DIR from `sam3lite export onnx`) in ONNX Runtime",
+    )
     how.add_argument("--device", default="auto", choices=DEVICES, help="auto: cuda:LOCAL_RANK, else mps, else cpu")
     how.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 where the hardware is fast at it")
     how.add_argument(
@@ -138,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         object_box=args.object_box,
         model=args.model,
         tracker=args.tracker,
+        backend=args.backend,
         threshold=args.threshold,
         mask_threshold=args.mask_threshold,
         device=args.device,

@@ -6,7 +6,10 @@ state dict loads without renaming.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -78,9 +81,47 @@ class Attention(nn.Module):
         q = self._split(self.q_proj(query))
         k = self._split(self.k_proj(key))
         v = self._split(self.v_proj(value))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+        if exporting() and attn_mask is not None and attn_mask.is_floating_point():
+            # torch.export's decomposition of SDPA with an additive mask reports the output's strides
+            # wrongly, and the reshape below then fails; the same product written out exports cleanly.
+            weights = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5 + attn_mask
+            out = weights.softmax(dim=-1) @ v
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         b, _, nq, _ = out.shape
         return getattr(self, self.out_name)(out.transpose(1, 2).reshape(b, nq, -1))
+
+
+def exporting() -> bool:
+    """True while ``torch.export`` (and so ``torch.onnx.export``) traces the model.
+
+    Input checks that read tensor values (``bool(t.all())``, ``int(t.min())``) cannot be traced: they
+    are skipped then, and the exported graph trusts its inputs (its caller checks them instead).
+    """
+    return torch.compiler.is_exporting()
+
+
+_Table = TypeVar("_Table", bound=Callable[..., torch.Tensor])
+
+
+def table_cache(maxsize: int) -> Callable[[_Table], _Table]:
+    """``functools.lru_cache`` for tables that depend only on shapes (RoPE, sine positions).
+
+    Bypassed while exporting: a table made while ``torch.export`` traces is a fake tensor, and
+    keeping it would hand fake tensors to every later eager call of the same shape.
+    """
+
+    def decorate(fn: _Table) -> _Table:
+        cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+        @functools.wraps(fn)
+        def table(*args: object) -> torch.Tensor:
+            return fn(*args) if exporting() else cached(*args)
+
+        table.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        return table  # type: ignore[return-value]
+
+    return decorate
 
 
 def key_padding_mask(valid: torch.Tensor | None) -> torch.Tensor | None:

@@ -300,6 +300,14 @@ class Sam3Detector(nn.Module):
             text_embeds = self.get_text_features(input_ids, attention_mask)
         prompt, prompt_valid = self._text_prompt(text_embeds, attention_mask)
         prompt, prompt_valid = self._full_prompt(vision, prompt, prompt_valid, input_boxes, input_boxes_labels)
+        return self.run_heads(vision, prompt, prompt_valid)
+
+    def run_heads(self, vision: VisionFeatures, prompt: torch.Tensor, prompt_valid: torch.Tensor) -> Sam3LiteTextOutput:
+        """Everything after the prompt is built: DETR encoder and decoder, scoring, mask head.
+
+        ``prompt`` [B, S, C] holds the projected text tokens followed by any geometry tokens,
+        ``prompt_valid`` [B, S] bool marks the real ones; ``vision`` has batch B or 1 (broadcast).
+        """
         stage = self._detect(vision, prompt, prompt_valid)
         masks, semantic = self.mask_decoder(stage.queries, vision.fpn_hidden_states, stage.memory, prompt, prompt_valid)
         return Sam3LiteTextOutput(

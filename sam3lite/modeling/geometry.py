@@ -12,7 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .common import HEAD_LAYER_NORM_EPS, MLP, Attention, box_cxcywh_to_xyxy, key_padding_mask
+from .common import HEAD_LAYER_NORM_EPS, MLP, Attention, box_cxcywh_to_xyxy, exporting, key_padding_mask
 from .config import GeometryEncoderConfig
 from .position import encode_coords
 
@@ -93,11 +93,13 @@ class GeometryEncoder(nn.Module):
         if box_valid is None:
             box_valid = box_labels != PAD_LABEL
         box_valid = box_valid.bool()
-        if num_boxes and not bool(((box_labels == 0) | (box_labels == 1) | ~box_valid).all()):
+        if num_boxes and not exporting() and not bool(((box_labels == 0) | (box_labels == 1) | ~box_valid).all()):
             raise ValueError("box_labels must be 1 (positive) or 0 (negative) for every valid box")
 
-        # Valid boxes first, order kept: the CLS token then lands right after them.
-        order = torch.argsort((~box_valid).to(torch.uint8), dim=1, stable=True)
+        # Valid boxes first, order kept: the CLS token then lands right after them. The keys are
+        # unique (padding flag, then position), so a plain sort is stable; it exports as ONNX TopK.
+        index = torch.arange(num_boxes, device=boxes.device)
+        order = torch.argsort((~box_valid).long() * num_boxes + index, dim=1)
         boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4)).float()
         labels = torch.where(box_valid, box_labels, 0).gather(1, order).long()
         count = box_valid.sum(dim=1)  # [B]

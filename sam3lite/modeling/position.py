@@ -7,9 +7,10 @@ interleaved (sin, cos) pairs: [sin f0, cos f0, sin f1, cos f1, ...].
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
+
+from .common import table_cache
 
 _SCALE = 2 * math.pi
 
@@ -37,7 +38,7 @@ def encode_boxes(boxes: torch.Tensor, num_feats: int, temperature: float = 10000
     return torch.cat([encode_coords(c, num_feats, temperature) for c in (cy, cx, w, h)], dim=-1)
 
 
-@lru_cache(maxsize=8)
+@table_cache(maxsize=8)
 def _grid_cached(
     height: int, width: int, num_feats: int, temperature: float, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, Attention, activation
+from .common import MLP, Attention, activation, exporting
 from .config import TextConfig
 
 
@@ -57,13 +57,15 @@ def check_text_inputs(
         raise ValueError(f"input_ids must not be empty, got shape {tuple(input_ids.shape)}")
     if max_length is not None and input_ids.shape[1] > max_length:
         raise ValueError(f"input_ids has length {input_ids.shape[1]}, longer than max_position_embeddings={max_length}")
-    low, high = int(input_ids.min()), int(input_ids.max())
-    if low < 0 or high >= vocab_size:
-        raise ValueError(f"input_ids must lie in [0, vocab_size={vocab_size}), got values in [{low}, {high}]")
     if attention_mask is not None:
         if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != input_ids.shape:
             shape = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else attention_mask
             raise ValueError(f"attention_mask must have the shape of input_ids {tuple(input_ids.shape)}, got {shape}")
+    if exporting():
+        return  # a traced graph cannot read values; its caller checks the ids
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"input_ids must lie in [0, vocab_size={vocab_size}), got values in [{low}, {high}]")
 
 
 class TextAttention(Attention):

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
+from .common import MLP, table_cache
 from .config import VisionConfig, ViTConfig
 from .position import encode_grid
 
@@ -44,7 +43,7 @@ class VisionFeatures:
 # ---------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=16)
+@table_cache(maxsize=16)
 def _rope_cached(
     side: int, scale: float, head_dim: int, theta: float, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,7 +293,7 @@ class FPNLayer(nn.Module):
         return self.proj2(self.proj1(x))
 
 
-@lru_cache(maxsize=16)
+@table_cache(maxsize=16)
 def _position_map(height: int, width: int, num_feats: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     # Computed in float32 and cast once: a bfloat16 sine of angles up to 2π would be coarse.
     return encode_grid(height, width, num_feats, device, torch.float32).to(dtype)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import re
 import warnings
@@ -23,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..portable.boxes import BOX_PAD, check_box
+from ..portable.prompts import DEFAULT_TEXT
 from .images import ImageInput, ImageSettings, preprocess_images
 from .postprocess import (
     TargetSizes,
@@ -34,8 +35,6 @@ from .tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-BOX_PAD = -10  # padding value of input_boxes / input_boxes_labels, as the models expect
-DEFAULT_TEXT = "visual"  # the prompt the reference uses when only boxes are given
 PROCESSOR_CONFIG = "processor_config.json"
 PREPROCESSOR_CONFIG = "preprocessor_config.json"
 MODEL_CONFIG = "config.json"  # read for the text mode and the position-table length
@@ -397,28 +396,13 @@ def prepare_boxes(
         height, width = original_sizes[j if len(original_sizes) > 1 else 0].tolist()
         for k, box in enumerate(image_boxes):
             where = f"input_boxes[{j}][{k}]"
-            if not isinstance(box, (list, tuple)) or len(box) != 4:
-                raise ValueError(f"{where} must be 4 numbers (x1, y1, x2, y2), got {box!r}")
-            try:
-                x1, y1, x2, y2 = (float(v) for v in box)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{where} must be 4 numbers (x1, y1, x2, y2), got {box!r}") from err
             label = 1 if image_labels is None else image_labels[k]
-            if (x1, y1, x2, y2) == (BOX_PAD,) * 4:  # padding row (e.g. a batch made by this processor)
+            if isinstance(box, (list, tuple)) and list(box) == [BOX_PAD] * 4:  # padding row (e.g. from this processor)
                 if image_labels is not None and label != BOX_PAD:
                     raise ValueError(f"{where} is padding (-10) but its label is {label!r}, not -10")
                 continue
-            if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-                raise ValueError(f"{where} has non-finite coordinates: {box!r}")
-            if not (x2 > x1 and y2 > y1):
-                raise ValueError(f"{where} = {box!r} is not x1, y1, x2, y2 with x2 > x1 and y2 > y1")
-            if label not in (0, 1):
-                raise ValueError(f"input_boxes_labels[{j}][{k}] must be 1 (positive) or 0 (negative), got {label!r}")
-            inside = (min(max(x1, 0.0), width), min(max(y1, 0.0), height))
-            inside += (min(max(x2, 0.0), width), min(max(y2, 0.0), height))
-            if inside != (x1, y1, x2, y2):
-                if not (inside[2] > inside[0] and inside[3] > inside[1]):
-                    raise ValueError(f"{where} = {box!r} lies outside the {width}x{height} image")
+            inside, was_clipped = check_box(box, label, width, height, where, f"input_boxes_labels[{j}][{k}]")
+            if was_clipped:
                 clipped.append(where)
             xyxy[j, k] = torch.tensor(inside, dtype=torch.float32)
             out_labels[j, k] = int(label)

@@ -33,8 +33,12 @@ FORMAT = 1
 
 # A setting added after runs were recorded without it: the value those runs had in effect. A key
 # missing here and in an old record counts as changed.
-# Runs before --text-mode used the checkpoint's; runs before --point/--object-box had no object.
-SETTING_DEFAULTS: dict[str, Any] = {"text_mode": None, "object": None, "tracker": None}
+SETTING_DEFAULTS: dict[str, Any] = {
+    "text_mode": None,  # runs before --text-mode used the checkpoint's
+    "backend": "torch",  # runs before --backend onnx ran PyTorch
+    "object": None,  # runs before --point/--object-box had no object
+    "tracker": None,
+}
 # How a setting is named in messages (default: ``--key-with-dashes``).
 SETTING_NAMES = {
     "model": "--model (weights)",
@@ -46,7 +50,7 @@ SETTING_NAMES = {
     "tracker": "--tracker (weights)",
 }
 _SAMPLE_CHUNKS, _CHUNK = 16, 64 * 1024
-_WEIGHT_SUFFIXES = (".json", ".safetensors", ".pt", ".pth", ".bin")
+_WEIGHT_SUFFIXES = (".json", ".safetensors", ".pt", ".pth", ".bin", ".onnx", ".data")  # .onnx/.data: ONNX exports
 
 
 @dataclass

@@ -56,7 +56,8 @@ def tint_masks(rgb: np.ndarray, masks: Sequence[torch.Tensor], colours: list[tup
     if not colours:
         return rgb
     top = torch.full(rgb.shape[:2], -1, dtype=torch.int64)  # index of the last mask covering each pixel
-    for i, mask in enumerate(m for group in masks for m in group.cpu()):
+    # masks are torch tensors (PyTorch backend) or numpy arrays (ONNX backend)
+    for i, mask in enumerate(m for group in masks for m in torch.as_tensor(group).cpu()):
         top.masked_fill_(mask, i)
     covered = (top >= 0).numpy()
     tint = np.asarray(colours, np.float32)[top.clamp(min=0).numpy()]

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from .. import runtime
 from ..modeling.vision import VisionFeatures
+from ..onnx import OnnxPredictor
 from ..predictor import Predictor, PromptResult
 from . import distributed
 from .coco import merge
@@ -76,6 +77,7 @@ class SegmentOptions:
     object_box: str | None = None  # "x0,y0,x1,y1" around that object
     model: str = "s0"
     tracker: str | None = None  # where the clicked object's tracker comes from (None: the model's own)
+    backend: str = "torch"  # "onnx": ``model`` is an ONNX export directory, run in ONNX Runtime
     threshold: float = 0.5
     mask_threshold: float = 0.5
     device: str = "auto"
@@ -99,7 +101,7 @@ class _Run:
     ranks: Ranks
     inputs: Inputs
     prompts: Prompts
-    predictor: Predictor
+    predictor: Predictor | OnnxPredictor
     errors: ErrorLog
     settings: dict[str, Any]  # what shaped the outputs: run.json's "settings"
     model: dict[str, str]  # run.json's "model": the name asked for and the files it resolved to
@@ -175,6 +177,7 @@ def run_settings(
         "model": model_fingerprint(model_path),
         "dtype": str(dtype).removeprefix("torch."),
         "quantize": options.quantize,
+        "backend": options.backend,
         "text_mode": options.text_mode,  # None: the checkpoint's own, which the model fingerprint covers
         "threshold": options.threshold,
         "mask_threshold": options.mask_threshold,
@@ -222,7 +225,14 @@ def _ranks_here() -> int:
 
 
 def _device_and_dtype(options: SegmentOptions) -> tuple[torch.device, torch.dtype]:
-    """This rank's device and the model's dtype (``auto`` resolved; float32 for ``--quantize``)."""
+    """This rank's device and the model's dtype (``auto`` resolved; float32 for ``--quantize``).
+
+    With ``--backend onnx`` the export fixed the dtype, and the inputs are prepared on the CPU.
+    """
+    if options.backend == "onnx":
+        from .onnx_backend import check_onnx_options
+
+        return torch.device("cpu"), check_onnx_options(options)
     device = runtime.select_device(options.device)
     dtype = runtime.select_dtype(options.dtype, device)
     if options.quantize:
@@ -239,9 +249,13 @@ def _load(
     tracker: Path | None,
     device: torch.device,
     dtype: torch.dtype,
-) -> tuple[Predictor, dict[str, Any]]:
+) -> tuple[Predictor | OnnxPredictor, dict[str, Any]]:
     """Model on this rank's device, folded for inference; text features computed once, here. The
     tracker is loaded only for a clicked / boxed object (``--point``, ``--object-box``)."""
+    if options.backend == "onnx":
+        from .onnx_backend import load_onnx
+
+        return load_onnx(options, prompts.texts, torch.get_num_threads())
     from ..checkpoints import load
 
     wanted = tracker if prompts.object else False  # None: the model file's own tracker
@@ -307,10 +321,10 @@ def _process(work: _Run, mask: list[bool]) -> RankStats:
     finished = [i for i, done in enumerate(mask) if done]
     mine = [work.inputs.items[i] for i in shard(pending, ranks.rank, ranks.world_size)]
     stats = RankStats(ranks.rank, skipped=len(shard(finished, ranks.rank, ranks.world_size)))
-    device = work.predictor.model.device
+    device = _device(work.predictor)
     batch_size = options.batch_size or (8 if device.type == "cuda" else 1)
     cpu = work.cpu
-    dataset = ImageDataset(mine, work.predictor.processor.image_settings, keep_rgb=options.overlay)
+    dataset = ImageDataset(mine, work.predictor.image_settings, keep_rgb=options.overlay)
     loader = make_loader(dataset, batch_size, cpu.workers, pin_memory=device.type == "cuda")
     if loader.num_workers < cpu.workers:  # one batch needs no worker: the threads take its core
         threads, _ = runtime.cpu_budget(loader.num_workers, device, _ranks_here(), cpu.busy, cpu.ceiling)
@@ -356,25 +370,32 @@ def _process_batch(work: _Run, batch: Batch, items: list[ImageItem], stats: Rank
             _fail(work, item, f"{type(err).__name__}: {err}", stats, bar)
 
 
-def _encode_batch(predictor: Predictor, pixel_values: torch.Tensor) -> list[VisionFeatures | str]:
+def _encode_batch(predictor: Predictor | OnnxPredictor, pixel_values: torch.Tensor) -> list[Any]:
     """Features of each image of the batch from one image-encoder pass; if the batch fails (out of
     memory, say), each image is tried alone, and the ones that still fail get the error message."""
     try:
-        vision = _encode(predictor, pixel_values)
-        return [_take(vision, j) for j in range(pixel_values.shape[0])]
+        return _encode(predictor, pixel_values)
     except Exception as err:
         if pixel_values.shape[0] == 1:
             return [f"{type(err).__name__}: {err}"]
-    if predictor.model.device.type == "cuda":
+    if _device(predictor).type == "cuda":
         torch.cuda.empty_cache()
     return [item for j in range(pixel_values.shape[0]) for item in _encode_batch(predictor, pixel_values[j : j + 1])]
 
 
 @torch.inference_mode()
-def _encode(predictor: Predictor, pixel_values: torch.Tensor) -> VisionFeatures:
-    """One image-encoder pass over the whole batch."""
+def _encode(predictor: Predictor | OnnxPredictor, pixel_values: torch.Tensor) -> list[Any]:
+    """One image-encoder pass over the whole batch -> each image's features, for ``set_features``."""
+    if isinstance(predictor, OnnxPredictor):
+        return predictor.encode_images(pixel_values.numpy())
     model = predictor.model
-    return model.get_vision_features(pixel_values.to(model.device, non_blocking=True))
+    vision = model.get_vision_features(pixel_values.to(model.device, non_blocking=True))
+    return [_take(vision, j) for j in range(pixel_values.shape[0])]
+
+
+def _device(predictor: Predictor | OnnxPredictor) -> torch.device:
+    """Where the model runs (ONNX Runtime's inputs come from CPU memory)."""
+    return torch.device("cpu") if isinstance(predictor, OnnxPredictor) else predictor.model.device
 
 
 def _take(vision: VisionFeatures, i: int) -> VisionFeatures:
@@ -386,7 +407,7 @@ def _take(vision: VisionFeatures, i: int) -> VisionFeatures:
     )
 
 
-def _segment_one(work: _Run, item: ImageItem, sample: Sample, vision: VisionFeatures) -> int:
+def _segment_one(work: _Run, item: ImageItem, sample: Sample, vision: Any) -> int:
     """All prompts on one image, outputs written; returns the number of detections."""
     options, prompts, predictor = work.options, work.prompts, work.predictor
     predictor.set_features(vision, sample.size)

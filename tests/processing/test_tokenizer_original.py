@@ -91,8 +91,9 @@ def oracle():
 
 @pytest.fixture(autouse=True)
 def no_ftfy(monkeypatch):
-    """The oracle skips ftfy (as the original does without it); make ours skip it too."""
-    from sam3lite.processing import tokenizer
+    """The oracle skips ftfy (as the original does without it); make ours skip it too (the cleaning lives in
+    the torch-free ``sam3lite.portable.tokenizer``, shared with the ONNX runtime)."""
+    from sam3lite.portable import tokenizer
 
     monkeypatch.setattr(tokenizer, "_ftfy_fix_text", lambda: None)
 
