@@ -57,6 +57,9 @@ def test_segment_onnx_backend_refuses_pytorch_options(tiny_export, tmp_path):
     assert result.returncode == 2 and "sam3lite export onnx --quantize int8" in result.stderr
     result = run_cli(*args, "--model", "s0")
     assert result.returncode == 2 and "ONNX export folder" in result.stderr
+    result = run_cli(*args, "--model", str(export), "--point", "5,5")
+    assert result.returncode == 2 and "--point/--object-box need SAM3's tracker" in result.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_bench_onnx_backend(tiny_export, tmp_path):
