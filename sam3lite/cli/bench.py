@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from ..bench import run as run_bench
 
     if args.video:
+        if args.repeats < 1:
+            raise UsageError("--repeats must be at least 1")
         if args.threads:
             import torch
 
@@ -82,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         if args.text:
             from ..bench.video_text import format_video_text_markdown, run_video_text
 
-            report = run_video_text(args.objects, args.frames, device=args.device, dtype=args.dtype, tiny_config=tiny)
+            report = run_video_text(
+                args.objects, args.frames, device=args.device, dtype=args.dtype, tiny_config=tiny, repeats=args.repeats
+            )
             print(format_video_text_markdown(report))
         else:
             report = run_video(num_frames=args.frames, device=args.device, dtype=args.dtype, tiny_config=tiny)

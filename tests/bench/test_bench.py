@@ -89,3 +89,14 @@ def test_video_bench_on_the_tiny_config():
     for row in report["rows"]:
         assert row["reference"]["fps"] > 0 and row["sam3lite"]["fps"] > 0 and row["speedup"] > 0
     assert "| 2 |" in format_video_markdown(report)
+
+
+def test_text_video_bench_on_the_tiny_config():
+    from sam3lite.bench.video import tiny_video_config
+    from sam3lite.bench.video_text import format_video_text_markdown, run_video_text
+
+    report = run_video_text(objects=2, num_frames=3, tiny_config=tiny_video_config(), repeats=2)
+    row = report["rows"][0]
+    assert row["sam3lite"]["objects"] == 2 and len(row["sam3lite"]["fps_runs"]) == 2
+    assert row["reference"]["fps"] > 0 and row["speedup"] > 0
+    assert "medians of 2 interleaved runs" in format_video_text_markdown(report)

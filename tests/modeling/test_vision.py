@@ -152,3 +152,26 @@ def test_built_under_inference_mode(tiny):
     with torch.inference_mode():
         ours = _ours(config, state)
         _assert_parity(ours(pixels), ref(pixels), num_levels=3)
+
+
+def test_apply_rope_complex_form_equals_the_pairwise_rotation(monkeypatch):
+    """The complex multiply (CPU/CUDA) gives the bits of the real-valued rotation (kept for tracing/export),
+    for float32 and bfloat16, contiguous or strided inputs."""
+    from sam3lite.modeling import vision
+
+    cos, sin = rope_tables(6, 1.0, 16)
+    g = torch.Generator().manual_seed(0)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = (10 * torch.randn(2, 3, 36, 16, generator=g)).to(dtype)
+        for t in (x, x.transpose(0, 1)):
+            fast = vision.apply_rope(t, cos, sin)
+            with monkeypatch.context() as m:
+                m.setattr(vision, "_tracing", lambda: True)
+                real = vision.apply_rope(t, cos, sin)
+            assert fast.dtype == dtype and torch.equal(fast, real)
+    x = torch.randn(2, 36, 16, generator=g)
+    x0, x1 = x[..., 0], x[..., 1]  # the first pair turns by the angle of cos/sin[:, 0]
+    assert torch.equal(
+        vision.apply_rope(x, cos, sin)[..., :2],
+        torch.stack((x0 * cos[:, 0] - x1 * sin[:, 0], x1 * cos[:, 0] + x0 * sin[:, 0]), -1),
+    )

@@ -110,8 +110,9 @@ def _rotate(
         return q, k
     if num_rotated % cos.shape[0]:
         raise ValueError(f"memory keys ({num_rotated}) are not whole frames of the {cos.shape[0]}-token query grid")
-    repeats = num_rotated // cos.shape[0]
-    rotated = apply_rope(k[..., :num_rotated, :], cos.repeat(repeats, 1), sin.repeat(repeats, 1))
+    # The keys as [..., frames, N, d]: each frame takes the query grid's table by broadcasting (no tiled copy).
+    frames = k[..., :num_rotated, :].unflatten(-2, (num_rotated // cos.shape[0], cos.shape[0]))
+    rotated = apply_rope(frames, cos, sin).flatten(-3, -2)
     if num_unrotated_keys == 0:
         return q, rotated
     return q, torch.cat((rotated, k[..., num_rotated:, :]), dim=-2)
