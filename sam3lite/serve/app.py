@@ -69,8 +69,12 @@ STATIC_DIR = Path(__file__).parent / "static"
 # Module-level so the handlers' string annotations resolve; auto_error=False: we answer 401 ourselves.
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False)
 BEARER = HTTPBearer(auto_error=False)
-# The page loads only its own files; masks are drawn from data the API returns.
-PAGE_CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; connect-src 'self'"
+# The page loads only its own files; masks are drawn from data the API returns. blob: is the user's own
+# image or video file, shown from memory (an object URL), never sent anywhere but this server.
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+    "style-src 'self'; script-src 'self'; connect-src 'self'"
+)
 
 
 class Admission:

@@ -1,5 +1,6 @@
 // sam3lite web page: pick an image, type prompts, draw boxes, see every instance overlaid; or click on
-// objects (SAM3's tracker) and refine each with more clicks. Plain browser JavaScript, no build step.
+// objects (SAM3's tracker) and refine each with more clicks. Video mode (track by name through a video)
+// is in video.js, which uses this file's helpers. Plain browser JavaScript, no build step.
 // Talks only to this server's /v1 API.
 "use strict";
 
@@ -16,7 +17,7 @@ const state = {
   boxes: [],           // {x1, y1, x2, y2, label} in image pixels
   drag: null,          // box being drawn
   results: [],         // [{prompt, detections, color, visible}]
-  mode: "find",        // what the pointer does on the image: "find" (exemplar boxes) or "click" (objects)
+  mode: "find",        // "find" (prompts, exemplar boxes), "click" (objects) or "video" (video.js)
   tracker: false,      // the server's model answers clicks (GET /v1/model)
   session: null,       // the server's click session for this image (it keeps each object's last mask)
   objects: [],         // [{id, answer, pending: [prompts not answered yet], color, visible}]
@@ -525,8 +526,9 @@ async function showModelInfo() {
     $("model-info").textContent = `${m.name} · ${m.variant} · ${m.device} · ${m.dtype}${m.tracker ? " · tracker" : ""}`;
     state.tracker = m.tracker;
     $("mode-click").disabled = !m.tracker;
+    $("mode-video").disabled = !m.tracker;
     $("tracker-note").hidden = m.tracker;
-    $("tracker-note").textContent = m.tracker ? "" : "(clicks need a tracker: sam3lite serve ... --tracker sam3)";
+    $("tracker-note").textContent = m.tracker ? "" : "(clicks and videos need a tracker: sam3lite serve ... --tracker sam3)";
   } catch (err) {
     $("model-info").textContent = `server unreachable: ${err.message}`;
   }
@@ -538,7 +540,7 @@ async function showModelInfo() {
 
 function init() {
   $("image-input").addEventListener("change", (e) => loadFile(e.target.files[0]));
-  $("controls").addEventListener("submit", segment);
+  $("controls").addEventListener("submit", (e) => (state.mode === "video" ? trackVideo(e) : segment(e)));
   $("clear-boxes").addEventListener("click", () => { state.boxes = []; updateBoxCount(); drawOverlay(); });
   for (const [input, output] of [["threshold", "threshold-value"], ["mask-threshold", "mask-threshold-value"]]) {
     $(input).addEventListener("input", () => { $(output).textContent = Number($(input).value).toFixed(2); });
@@ -567,7 +569,7 @@ function init() {
   stage.addEventListener("drop", (e) => {
     e.preventDefault();
     stage.classList.remove("dragging");
-    loadFile(e.dataTransfer.files[0]);
+    (state.mode === "video" ? loadVideo : loadFile)(e.dataTransfer.files[0]);
   });
   showModelInfo();
 }
