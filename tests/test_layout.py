@@ -33,7 +33,7 @@ ALLOWED: dict[str, set[str]] = {
     "checkpoints": {"modeling", "runtime"},
     "objects": {"processing"},
     "predictor": {"modeling", "processing", "portable", "runtime", "objects"},
-    "video_text": {"processing", "portable", "runtime"},
+    "video_text": {"modeling", "processing", "portable", "runtime"},
     "video_predictor": {"modeling", "processing", "portable", "runtime", "predictor", "objects", "video_text"},
 }
 # Layers that must work without torch, and the only layers they may import.
