@@ -42,6 +42,14 @@ def build_tracker_pair(video_config: dict[str, Any] | None = None) -> tuple[torc
     _randomize(ref)
     with skip_weight_init():
         ours = Sam3LiteTextModel(detector, tracker_config=tracker)
+    ours.load_state_dict(tracker_state_from_reference(ours, ref))
+    return ref, ours.eval()
+
+
+def tracker_state_from_reference(ours: torch.nn.Module, ref: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Our state dict filled from a transformers tracker model (``Sam3TrackerModel`` or
+    ``Sam3TrackerVideoModel``): its ViT, neck and tracker weights under our names; parts it lacks (the
+    detector's heads, and for a click model the video memory) get small random values."""
     theirs = ref.state_dict()
     state = {}
     for key, value in ours.state_dict().items():
@@ -52,13 +60,12 @@ def build_tracker_pair(video_config: dict[str, Any] | None = None) -> tuple[torc
         elif key.startswith("tracker_model."):
             source = key.removeprefix("tracker_model.")
         else:
-            source = None  # detector heads and the tracker's video memory: not used by a click
+            source = None
         if source in theirs:
             state[key] = theirs[source]
         else:
             state[key] = torch.randn_like(value) * 0.02 if value.is_floating_point() else torch.zeros_like(value)
-    ours.load_state_dict(state)
-    return ref, ours.eval()
+    return state
 
 
 def _reference_embeddings(ref: torch.nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:

@@ -23,6 +23,7 @@ from ..modeling.tracker.config import TrackerConfig
 from ..runtime import resolve_dtype
 from ..video_predictor import VideoPredictor
 from .image import PeakMemory, _randomize, _rss_bytes
+from .tracker import tracker_state_from_reference
 
 VIDEO_SIZE = (360, 480)  # (height, width) of the synthetic frames
 
@@ -93,22 +94,7 @@ def build_video_pair(tiny_config: dict[str, Any] | None = None) -> tuple[torch.n
     _randomize(ref)
     with skip_weight_init():
         ours = Sam3LiteTextModel(detector, tracker_config=tracker)
-    theirs = ref.state_dict()
-    state = {}
-    for key, value in ours.state_dict().items():
-        if key.startswith("vision_encoder.backbone."):
-            source = key
-        elif key.startswith("tracker_neck."):
-            source = "vision_encoder.neck." + key.removeprefix("tracker_neck.")
-        elif key.startswith("tracker_model."):
-            source = key.removeprefix("tracker_model.")
-        else:
-            source = None  # the detector's heads: not used by click tracking
-        if source in theirs:
-            state[key] = theirs[source]
-        else:
-            state[key] = torch.randn_like(value) * 0.02 if value.is_floating_point() else torch.zeros_like(value)
-    ours.load_state_dict(state)
+    ours.load_state_dict(tracker_state_from_reference(ours, ref))
     return ref, ours.eval()
 
 
@@ -210,15 +196,21 @@ def format_video_markdown(report: dict[str, Any]) -> str:
         f"video tracking, {report['frames']} frames, {report['device']} {report['dtype']}"
         + (" (tiny config)" if report["tiny"] else " (full size)"),
         "",
+    ]
+    return "\n".join(lines + video_table(report["rows"], fps_digits=2))
+
+
+def video_table(rows: list[dict[str, Any]], fps_digits: int) -> list[str]:
+    """The markdown table of ``bench --video`` (and ``--text``): fps, speedup, peak and held memory."""
+    lines = [
         "| objects | reference fps | sam3lite fps | speedup | peak MiB (ref / ours) "
         "| held growth, middle -> end MiB (ref / ours) |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in report["rows"]:
+    for row in rows:
         r, o = row["reference"], row["sam3lite"]
         peak = " / ".join("-" if p is None else f"{p:.0f}" for p in (r["peak_mib"], o["peak_mib"]))
         growth = f"{r['held_growth_mib']:.1f} / {o['held_growth_mib']:.1f}"
-        lines.append(
-            f"| {row['objects']} | {r['fps']:.2f} | {o['fps']:.2f} | {row['speedup']:.2f}x | {peak} | {growth} |"
-        )
-    return "\n".join(lines)
+        fps = f"{r['fps']:.{fps_digits}f} | {o['fps']:.{fps_digits}f}"
+        lines.append(f"| {row['objects']} | {fps} | {row['speedup']:.2f}x | {peak} | {growth} |")
+    return lines

@@ -23,7 +23,7 @@ import torch
 from ..runtime import resolve_dtype
 from ..video_predictor import VideoPredictor
 from .image import _randomize
-from .video import VIDEO_SIZE, _timed_pass, synthetic_frames
+from .video import VIDEO_SIZE, _timed_pass, synthetic_frames, video_table
 
 PHRASE = "person"
 
@@ -171,15 +171,5 @@ def format_video_text_markdown(report: dict[str, Any]) -> str:
         + (" (tiny config)" if report["tiny"] else " (full size)")
         + f", medians of {report.get('repeats', 1)} interleaved runs after a warm-up",
         "",
-        "| objects | reference fps | sam3lite fps | speedup | peak MiB (ref / ours) "
-        "| held growth, middle -> end MiB (ref / ours) |",
-        "|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in report["rows"]:
-        r, o = row["reference"], row["sam3lite"]
-        peak = " / ".join("-" if p is None else f"{p:.0f}" for p in (r["peak_mib"], o["peak_mib"]))
-        growth = f"{r['held_growth_mib']:.1f} / {o['held_growth_mib']:.1f}"
-        lines.append(
-            f"| {row['objects']} | {r['fps']:.3f} | {o['fps']:.3f} | {row['speedup']:.2f}x | {peak} | {growth} |"
-        )
-    return "\n".join(lines)
+    return "\n".join(lines + video_table(report["rows"], fps_digits=3))
